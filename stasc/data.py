@@ -1,0 +1,482 @@
+"""Question-answering data: the built-in set, local files and Hugging Face Hub data sets.
+
+Every source becomes a list of QAExample (question plus gold answers), so the training loop never
+cares where the data came from. Errors name the file, the row and the flag that fixes them, because
+data problems are the most common thing a user has to fix.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stasc.errors import StascError, closest_hint
+
+logger = logging.getLogger(__name__)
+
+BUILTIN_DATASET = "builtin"
+
+_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
+_SUFFIX_LIST = ", ".join(_SUFFIXES[:-1]) + " or " + _SUFFIXES[-1]
+_ID_COLUMNS = ("id", "question_id")
+_SPLIT_COLUMN = "split"
+
+
+@dataclass(frozen=True)
+class QAExample:
+    """One question with every reference answer that counts as correct."""
+
+    id: str
+    question: str
+    answers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Table:
+    """Raw rows of one source, kept with what error messages need to point at them."""
+
+    source: str  # how messages name the source: the path as given, or the Hub name and split
+    stem: str  # prefix of generated ids
+    columns: tuple[str, ...]  # every selectable column, nested ones as dotted paths
+    rows: list[dict[str, Any]]
+    locations: list[str]  # per row: "PATH:LINE" for JSON lines, "SOURCE, row N" otherwise
+
+
+def builtin_dataset_path() -> Path:
+    """Where the small bundled QA set lives, so the tool works without any download."""
+    return Path(__file__).resolve().parent / "resources" / "easy_qa.jsonl"
+
+
+def load_qa_file(
+    path: str | Path, *, question_column: str = "question", answers_column: str = "answers"
+) -> list[QAExample]:
+    """Load a local .jsonl, .json, .csv, .tsv or .parquet file, choosing the reader by suffix."""
+    table = _read_file(path, needed=(question_column, answers_column, *_ID_COLUMNS))
+    examples = _to_examples(table, question_column, answers_column)
+    logger.info("Loaded %d questions from %s", len(examples), table.source)
+    return examples
+
+
+def load_qa_splits(
+    dataset: str = BUILTIN_DATASET,
+    *,
+    test_dataset: str | None = None,
+    question_column: str = "question",
+    answers_column: str = "answers",
+    dataset_config: str | None = None,
+    train_split: str = "train",
+    test_split: str = "validation",
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    max_train: int | None = None,
+    max_test: int | None = None,
+) -> tuple[list[QAExample], list[QAExample]]:
+    """Return (train, test) for the built-in set, a local file or a Hub data set.
+
+    test_dataset, when given, replaces any test split (the built-in set ignores the column flags,
+    test_dataset does not). The test set is truncated to max_test first, then every train question
+    that also appears in it is dropped (so no test question is trained on), then the train set is
+    truncated to max_train.
+    """
+    _check_limit(max_train, "--max-train-questions")
+    _check_limit(max_test, "--max-test-questions")
+    columns = {"question_column": question_column, "answers_column": answers_column}
+    if dataset == BUILTIN_DATASET:
+        train, test = _load_builtin()
+        if test_dataset is not None:
+            test = _load_named(test_dataset, dataset_config, test_split, "--test-split", **columns)
+    elif _is_local_file(dataset):
+        train = load_qa_file(dataset, **columns)
+        if test_dataset is None:
+            train, test = _hold_out(train, dataset, test_fraction, seed)
+        else:
+            test = _load_named(test_dataset, dataset_config, test_split, "--test-split", **columns)
+    else:
+        train = _load_hub(dataset, dataset_config, train_split, "--train-split", **columns)
+        if test_dataset is None:
+            test = _load_hub(dataset, dataset_config, test_split, "--test-split", **columns)
+        else:
+            test = _load_named(test_dataset, dataset_config, test_split, "--test-split", **columns)
+    return _finish_splits(train, test, max_train, max_test)
+
+
+def _check_limit(value: int | None, flag: str) -> None:
+    """Reject a non-positive limit before any slow loading happens."""
+    if value is not None and value < 1:
+        raise StascError(f"{flag} must be at least 1 (got {value}). Leave it unset to use every question.")
+
+
+def _is_local_file(name: str) -> bool:
+    """Tell a local file apart from a Hub name such as 'owner/name'.
+
+    Existing directories go to the Hub branch, because datasets.load_dataset reads local data folders.
+    """
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return False
+    return (
+        path.is_file()
+        or path.suffix.lower() in _SUFFIXES
+        or name.startswith((".", "/", "~"))
+        or "\\" in name
+        or name.count("/") > 1
+    )
+
+
+def _load_named(
+    name: str, config: str | None, split: str, split_flag: str, *, question_column: str, answers_column: str
+) -> list[QAExample]:
+    """Load --test-dataset, which may be a local file or a Hub name like --dataset."""
+    if _is_local_file(name):
+        return load_qa_file(name, question_column=question_column, answers_column=answers_column)
+    return _load_hub(name, config, split, split_flag, question_column=question_column, answers_column=answers_column)
+
+
+def _load_builtin() -> tuple[list[QAExample], list[QAExample]]:
+    """Split the bundled set by its 'split' column, which fixes train and test once for everyone."""
+    table = _read_file(builtin_dataset_path(), needed=("question", "answers", *_ID_COLUMNS, _SPLIT_COLUMN))
+    examples = _to_examples(table, "question", "answers")
+    splits: dict[str, list[QAExample]] = {"train": [], "test": []}
+    for row, location, example in zip(table.rows, table.locations, examples, strict=True):
+        split = row.get(_SPLIT_COLUMN)
+        if split not in splits:
+            raise ValueError(f"{location}: built-in row has split {split!r}; expected 'train' or 'test'")
+        splits[split].append(example)
+    return splits["train"], splits["test"]
+
+
+def _hold_out(
+    examples: list[QAExample], source: str, test_fraction: float, seed: int
+) -> tuple[list[QAExample], list[QAExample]]:
+    """Shuffle with the seed and hold out test_fraction, so one file serves as train and test."""
+    if not 0 < test_fraction < 1:
+        raise StascError(
+            f"--test-fraction must be between 0 and 1 (got {test_fraction}). "
+            "Use e.g. 0.2, or pass a separate --test-dataset."
+        )
+    if len(examples) < 2:
+        raise StascError(
+            f"{source} has only {len(examples)} question, too few to hold out a test set. "
+            "Add more questions or pass a separate --test-dataset."
+        )
+    shuffled = list(examples)
+    random.Random(seed).shuffle(shuffled)
+    n_test = min(max(1, round(len(shuffled) * test_fraction)), len(shuffled) - 1)
+    logger.info("Held out %d of %d questions from %s as the test set (seed %d)", n_test, len(shuffled), source, seed)
+    return shuffled[n_test:], shuffled[:n_test]
+
+
+def _finish_splits(
+    train: list[QAExample], test: list[QAExample], max_train: int | None, max_test: int | None
+) -> tuple[list[QAExample], list[QAExample]]:
+    """Truncate, and keep test questions out of training so test scores measure generalization."""
+    test = test[:max_test]
+    test_questions = {_normalize_question(example.question) for example in test}
+    kept = [example for example in train if _normalize_question(example.question) not in test_questions]
+    if len(kept) < len(train):
+        logger.warning("Dropped %d training questions that also appear in the test set", len(train) - len(kept))
+    if not kept:
+        raise StascError(
+            f"No training questions left: all {len(train)} training questions also appear in the test set. "
+            "Pass a different --dataset or --test-dataset."
+        )
+    train = kept[:max_train]
+    logger.info("Using %d training and %d test questions", len(train), len(test))
+    return train, test
+
+
+def _normalize_question(question: str) -> str:
+    """Compare questions ignoring case and spacing, which differ between copies of the same data."""
+    return " ".join(question.split()).casefold()
+
+
+def _read_file(path: str | Path, *, needed: Sequence[str]) -> _Table:
+    """Read a local file into raw rows; needed names the columns worth keeping from wide files."""
+    path = Path(path).expanduser()
+    source = str(path)
+    if not path.is_file():
+        raise StascError(
+            f"Dataset file not found: {source}. Pass an existing {_SUFFIX_LIST} file to --dataset "
+            "(or --test-dataset), or a Hugging Face dataset name."
+        )
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        columns, rows = _read_parquet(path, needed)
+        locations = [f"{source}, row {number}" for number in range(1, len(rows) + 1)]
+    elif suffix in (".csv", ".tsv"):
+        rows = _read_delimited(path, "\t" if suffix == ".tsv" else ",")
+        columns = _row_columns(rows)
+        locations = [f"{source}, row {number}" for number in range(1, len(rows) + 1)]
+    elif suffix in (".jsonl", ".json"):
+        rows, locations = _read_json(path, _read_text(path), allow_array=suffix == ".json")
+        columns = _row_columns(rows)
+    else:
+        raise StascError(f"{source} has an unsupported file type {path.suffix!r}. Use a {_SUFFIX_LIST} file.")
+    if not rows:
+        raise StascError(f"{source} has no questions. Add rows with a question and its answers, or pass another file.")
+    return _Table(source=source, stem=path.stem, columns=columns, rows=rows, locations=locations)
+
+
+def _read_text(path: Path) -> str:
+    """Read UTF-8 text (a BOM is allowed), naming the file when it is not text."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise StascError(f"{path} is not UTF-8 text ({error}). Save it as UTF-8.") from error
+
+
+def _read_json(path: Path, text: str, *, allow_array: bool) -> tuple[list[dict[str, Any]], list[str]]:
+    """Parse JSON lines or, in a .json file, also one JSON document: an array of objects or one object."""
+    if allow_array:
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as error:
+            if text.lstrip().startswith("["):
+                raise StascError(
+                    f"{path}:{error.lineno}:{error.colno}: invalid JSON ({error.msg}). Fix the file."
+                ) from error
+        else:
+            items = document if isinstance(document, list) else [document]
+            locations = [f"{path}, item {number}" for number in range(1, len(items) + 1)]
+            for item, location in zip(items, locations, strict=True):
+                _check_object(item, location, "Use an array of objects or one object per line")
+            return items, locations
+    rows: list[dict[str, Any]] = []
+    locations = []
+    # Split on "\n" only: str.splitlines() would also break at U+2028 and the like, which JSON allows in strings.
+    for line_number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        location = f"{path}:{line_number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise StascError(
+                f"{location}:{error.colno}: invalid JSON ({error.msg}). Fix or remove that line."
+            ) from error
+        _check_object(row, location, "Put one object per line")
+        rows.append(row)
+        locations.append(location)
+    return rows, locations
+
+
+def _check_object(value: Any, location: str, fix: str) -> None:
+    """Rows must be objects so that columns can be looked up by name."""
+    if not isinstance(value, dict):
+        raise StascError(
+            f'{location}: expected a JSON object like {{"question": "...", "answers": ["..."]}}, '
+            f"got {type(value).__name__}. {fix}."
+        )
+
+
+def _read_delimited(path: Path, separator: str) -> list[dict[str, Any]]:
+    """Read CSV or TSV with every cell as text, so answers like '007' keep their form."""
+    try:
+        frame = pd.read_csv(path, sep=separator, dtype=str, na_filter=False, encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        return []
+    except UnicodeDecodeError as error:
+        raise StascError(f"{path} is not UTF-8 text ({error}). Save it as UTF-8.") from error
+    except pd.errors.ParserError as error:
+        raise StascError(f"{path} is not a valid {path.suffix[1:].upper()} file ({error}). Fix the file.") from error
+    return frame.to_dict("records")
+
+
+def _read_parquet(path: Path, needed: Sequence[str]) -> tuple[tuple[str, ...], list[dict[str, Any]]]:
+    """Read only the needed top-level columns, since Parquet files often carry large extra columns."""
+    try:
+        schema = pq.read_schema(path)
+        keep = _present_top_level(schema.names, needed)
+        rows = pq.read_table(path, columns=keep).to_pylist()
+    except (pa.ArrowException, OSError) as error:
+        raise StascError(
+            f"{path} is not a readable Parquet file ({error}). "
+            "It may be truncated or corrupt: re-create or re-download it."
+        ) from error
+    return tuple(sorted(_arrow_paths(schema))), rows
+
+
+def _present_top_level(names: Sequence[str], needed: Sequence[str]) -> list[str]:
+    """Top-level columns that a (possibly dotted) needed column can come from."""
+    wanted = {name for column in needed for name in (column, column.split(".", 1)[0])}
+    return [name for name in names if name in wanted]
+
+
+def _arrow_paths(fields: Sequence[pa.Field] | pa.Schema, prefix: str = "") -> Iterator[str]:
+    """Column names of an Arrow schema, with struct fields as dotted paths."""
+    for field in fields:
+        yield prefix + field.name
+        if pa.types.is_struct(field.type):
+            yield from _arrow_paths(list(field.type), f"{prefix}{field.name}.")
+
+
+def _mapping_paths(mapping: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
+    """Keys of a (nested) mapping, with nested keys as dotted paths."""
+    for key, value in mapping.items():
+        yield prefix + key
+        if isinstance(value, Mapping):
+            yield from _mapping_paths(value, f"{prefix}{key}.")
+
+
+def _row_columns(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    """Every column that appears in any row; JSON rows need not all have the same keys."""
+    return tuple(sorted({path for row in rows for path in _mapping_paths(row)}))
+
+
+def _lookup(row: Mapping[str, Any], column: str) -> Any:
+    """Value of a column, where 'a.b' reaches into nested objects unless 'a.b' itself is a key."""
+    if column in row:
+        return row[column]
+    value: Any = row
+    for key in column.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _to_examples(table: _Table, question_column: str, answers_column: str) -> list[QAExample]:
+    """Turn raw rows into examples, one per row in order, after checking both columns exist."""
+    for column, flag in ((question_column, "--question-column"), (answers_column, "--answers-column")):
+        if column not in table.columns:
+            raise StascError(
+                f"{table.source} has no column {column!r} (available columns: {', '.join(table.columns)}). "
+                f"Set {flag} to one of them.{closest_hint(column, table.columns)}"
+            )
+    examples = []
+    for number, (row, location) in enumerate(zip(table.rows, table.locations, strict=True), start=1):
+        examples.append(
+            QAExample(
+                id=_row_id(row, f"{table.stem}-{number}"),
+                question=_question(_lookup(row, question_column), location, question_column),
+                answers=_answers(_lookup(row, answers_column), location, answers_column),
+            )
+        )
+    return examples
+
+
+def _row_id(row: Mapping[str, Any], fallback: str) -> str:
+    """Keep the data set's own id when it has one, so results can be matched back to it."""
+    for column in _ID_COLUMNS:
+        value = row.get(column)
+        if value is not None and str(value).strip():
+            return str(value).strip()
+    return fallback
+
+
+def _question(value: Any, location: str, column: str) -> str:
+    """Question text, stripped; numbers are accepted as text."""
+    if value is not None and not isinstance(value, (str, int, float)):
+        raise StascError(
+            f"{location}: column {column!r} holds a {type(value).__name__}, not question text. "
+            "Set --question-column to the column with the question."
+        )
+    question = "" if value is None else str(value).strip()
+    if not question:
+        raise StascError(f"{location}: row has no question in column {column!r}. Fill it in or remove the row.")
+    return question
+
+
+def _answers(value: Any, location: str, column: str) -> tuple[str, ...]:
+    """Gold answers from a list, a single string or a string holding a list literal."""
+    if isinstance(value, Mapping):
+        keys = ", ".join(map(str, value))
+        raise StascError(
+            f"{location}: column {column!r} holds an object with keys {keys}, not answers. "
+            f"Point --answers-column inside it with a dotted name, e.g. {column}.{next(iter(value), 'key')}."
+        )
+    if isinstance(value, str):
+        value = _parse_list_literal(value)
+    items = value if isinstance(value, (list, tuple)) else [value]
+    answers: list[str] = []
+    for item in items:
+        if item is None:
+            continue
+        if not isinstance(item, (str, int, float)):
+            raise StascError(
+                f"{location}: column {column!r} holds a {type(item).__name__} where an answer string was expected. "
+                "Answers must be a list of strings or a single string."
+            )
+        answers.append(str(item).strip())
+    unique = tuple(dict.fromkeys(answer for answer in answers if answer))
+    if not unique:
+        raise StascError(
+            f"{location}: row has no answers in column {column!r}. Every question needs at least one reference answer."
+        )
+    return unique
+
+
+def _parse_list_literal(text: str) -> Any:
+    """Read "['a', 'b']" or '["a"]' as a list (CSV files store lists this way); other text stays as it is."""
+    stripped = text.strip()
+    if not (stripped.startswith("[") and stripped.endswith("]")):
+        return text
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            parsed = parse(stripped)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+        if isinstance(parsed, list):
+            return parsed
+    return text
+
+
+def _load_hub(
+    name: str, config: str | None, split: str, split_flag: str, *, question_column: str, answers_column: str
+) -> list[QAExample]:
+    """Load one split of a Hub data set (or a local data folder, which datasets also reads)."""
+    import datasets
+    from huggingface_hub.errors import HFValidationError
+
+    described = f"{name!r}" + (f" (config {config!r})" if config else "")
+    try:
+        dataset = datasets.load_dataset(name, config, split=split)
+    except (OSError, datasets.exceptions.DatasetsError, HFValidationError) as error:
+        raise StascError(
+            f"Could not load dataset {described} from the Hugging Face Hub ({type(error).__name__}: {error}). "
+            f"If you meant a local file, it must exist: pass the path of an existing {_SUFFIX_LIST} file "
+            "to --dataset (or --test-dataset). Otherwise check the dataset name and your network connection."
+        ) from error
+    except ValueError as error:
+        if "Unknown split" in str(error):
+            raise StascError(
+                f"Dataset {described} has no split {split!r} (available splits: "
+                f"{', '.join(_split_names(name, config))}). Set {split_flag} to one of them."
+            ) from error
+        raise StascError(
+            f"Could not load dataset {described} from the Hugging Face Hub ({error}). "
+            "If it has several configurations, pick one with --dataset-config."
+        ) from error
+    columns = tuple(sorted(_mapping_paths(dataset.features)))
+    keep = _present_top_level(dataset.column_names, (question_column, answers_column, *_ID_COLUMNS))
+    rows = dataset.select_columns(keep).to_list()
+    source = f"Hugging Face dataset {described} split {split!r}"
+    if not rows:
+        raise StascError(f"{source} has no questions. Set {split_flag} to a split that has some.")
+    table = _Table(
+        source=source,
+        stem=f"{name.rstrip('/').rsplit('/', 1)[-1]}-{split}",
+        columns=columns,
+        rows=rows,
+        locations=[f"{source}, row {number}" for number in range(1, len(rows) + 1)],
+    )
+    examples = _to_examples(table, question_column, answers_column)
+    logger.info("Loaded %d questions from %s", len(examples), source)
+    return examples
+
+
+def _split_names(name: str, config: str | None) -> list[str]:
+    """Available splits of a data set, for the message that a requested one is missing."""
+    import datasets
+
+    return list(datasets.get_dataset_split_names(name, config))

@@ -1,0 +1,81 @@
+"""Sampling many answers for many prompts with transformers' generate.
+
+Prompts are sorted by length so each batch pads little, and all samples of one prompt
+are drawn in the same batch through num_return_sequences.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from stasc.policy import Policy
+from stasc.prompts import Message
+from stasc.tokenization import render_prompt
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How answers are drawn."""
+
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    batch_size: int
+
+
+class TransformersSampler:
+    """Generates with the policy's currently active model (M0 or base + adapter)."""
+
+    def __init__(self, policy: Policy, settings: SamplingSettings) -> None:
+        self.policy = policy
+        self.settings = settings
+
+    def sample(
+        self, conversations: Sequence[Sequence[Message]], num_samples: int, *, seed: int, desc: str
+    ) -> list[list[str]]:
+        """num_samples continuations of each conversation, in the order given."""
+        tokenizer = self.policy.tokenizer
+        encoded = [
+            tokenizer(render_prompt(tokenizer, conversation), add_special_tokens=False)["input_ids"]
+            for conversation in conversations
+        ]
+        order = sorted(range(len(encoded)), key=lambda index: -len(encoded[index]))
+        per_batch = max(1, self.settings.batch_size // num_samples)
+        results: list[list[str]] = [[] for _ in conversations]
+        batches = [order[start : start + per_batch] for start in range(0, len(order), per_batch)]
+        with self.policy.generating() as model, tqdm(total=len(order), desc=desc, unit="prompt") as bar:
+            for batch_index, batch in enumerate(batches):
+                texts = self._generate_batch(model, [encoded[i] for i in batch], num_samples, seed + batch_index)
+                for position, index in enumerate(batch):
+                    results[index] = texts[position * num_samples : (position + 1) * num_samples]
+                bar.update(len(batch))
+        return results
+
+    @torch.inference_mode()
+    def _generate_batch(
+        self, model: torch.nn.Module, prompts: list[list[int]], num_samples: int, seed: int
+    ) -> list[str]:
+        tokenizer = self.policy.tokenizer
+        padded = tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt", padding_side="left")
+        padded = {key: value.to(self.policy.device) for key, value in padded.items()}
+        torch.manual_seed(seed)
+        sampling = self.settings.temperature > 0
+        output = model.generate(
+            **padded,
+            max_new_tokens=self.settings.max_new_tokens,
+            do_sample=sampling,
+            temperature=self.settings.temperature if sampling else None,
+            top_p=self.settings.top_p if sampling else None,
+            top_k=None,
+            num_return_sequences=num_samples,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        new_tokens = output[:, padded["input_ids"].shape[1] :]
+        return [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]

@@ -1,0 +1,40 @@
+"""The STaSC conversation: question, initial answer, correction request, correction.
+
+The instructions and the question share one user turn (the authors use two consecutive
+user turns); templates that enforce alternating roles, such as Gemma's and Mistral's,
+reject consecutive user turns, and one turn carries the same text everywhere.
+"""
+
+from __future__ import annotations
+
+Message = dict[str, str]
+
+
+def initial_messages(question: str, instructions: str) -> list[Message]:
+    """The prompt that asks for a first answer."""
+    return [{"role": "user", "content": f"{instructions}\n\nQuestion: {question}"}]
+
+
+def correction_messages(
+    question: str, initial_answer: str, instructions: str, correction_instructions: str
+) -> list[Message]:
+    """The prompt that asks the model to correct its own initial answer."""
+    return [
+        *initial_messages(question, instructions),
+        {"role": "assistant", "content": initial_answer},
+        {"role": "user", "content": correction_instructions},
+    ]
+
+
+def training_messages(
+    question: str,
+    initial_answer: str,
+    correction: str,
+    instructions: str,
+    correction_instructions: str,
+) -> list[Message]:
+    """The whole conversation a kept correction is trained on; only its last turn is supervised."""
+    return [
+        *correction_messages(question, initial_answer, instructions, correction_instructions),
+        {"role": "assistant", "content": correction},
+    ]

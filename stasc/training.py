@@ -1,0 +1,100 @@
+"""LoRA fine-tuning of one iteration's kept corrections with transformers' Trainer.
+
+Only the final correction turn carries labels (see stasc.tokenization); base weights are
+frozen by PEFT, so each iteration's result is a few MB of adapter.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+from stasc.config import StascConfig
+from stasc.policy import Policy
+from stasc.prompts import Message
+from stasc.tokenization import tokenize_conversation
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainingReport:
+    """What one fine-tuning step did, for the manifest."""
+
+    examples: int
+    skipped_too_long: int
+    steps: int
+    train_loss: float
+    supervised_tokens: int
+    seconds: float
+
+
+def build_training_dataset(
+    policy: Policy, conversations: Sequence[Sequence[Message]], max_seq_length: int
+) -> tuple[Dataset, int]:
+    """Tokenize and mask the conversations; drop those longer than max_seq_length."""
+    rows = [tokenize_conversation(policy.tokenizer, conversation) for conversation in conversations]
+    kept = [row for row in rows if len(row["input_ids"]) <= max_seq_length]
+    skipped = len(rows) - len(kept)
+    if skipped:
+        logger.warning("Skipped %d training conversations longer than --max-seq-length %d", skipped, max_seq_length)
+    return Dataset.from_list(kept), skipped
+
+
+def train_adapter(
+    policy: Policy, conversations: Sequence[Sequence[Message]], config: StascConfig, *, seed: int
+) -> TrainingReport:
+    """Fine-tune the adapter now in the policy's slot on the given conversations, in place."""
+    dataset, skipped = build_training_dataset(policy, conversations, config.max_seq_length)
+    if len(dataset) == 0:
+        raise ValueError("No training conversation fits --max-seq-length.")
+    per_device = config.train_batch_size // config.gradient_accumulation_steps
+    steps = math.ceil(math.ceil(len(dataset) / per_device) / config.gradient_accumulation_steps * config.epochs)
+    weights_dtype = next(policy.model.parameters()).dtype
+    with tempfile.TemporaryDirectory(prefix="stasc-trainer-") as scratch:
+        arguments = TrainingArguments(
+            output_dir=scratch,
+            per_device_train_batch_size=per_device,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            num_train_epochs=config.epochs,
+            learning_rate=config.learning_rate,
+            lr_scheduler_type=config.lr_scheduler,
+            warmup_steps=config.warmup_ratio,
+            weight_decay=config.weight_decay,
+            bf16=weights_dtype == torch.bfloat16 and torch.cuda.is_available(),
+            logging_steps=max(1, steps // 10),
+            save_strategy="no",
+            report_to=[] if config.report_to == "none" else [config.report_to],
+            seed=seed,
+            data_seed=seed,
+            remove_unused_columns=False,
+            dataloader_num_workers=0,
+            disable_tqdm=False,
+        )
+        collator = DataCollatorForSeq2Seq(policy.tokenizer, padding=True, label_pad_token_id=-100)
+        policy.tokenizer.padding_side = "right"
+        policy.model.train()
+        try:
+            trainer = Trainer(model=policy.model, args=arguments, train_dataset=dataset, data_collator=collator)
+            output = trainer.train()
+        finally:
+            policy.tokenizer.padding_side = "left"
+            policy.model.eval()
+    policy.mark_trained()
+    supervised = sum(sum(1 for label in labels if label != -100) for labels in dataset["labels"])
+    return TrainingReport(
+        examples=len(dataset),
+        skipped_too_long=skipped,
+        steps=output.global_step,
+        train_loss=float(output.training_loss),
+        supervised_tokens=supervised,
+        seconds=float(output.metrics.get("train_runtime", 0.0)),
+    )

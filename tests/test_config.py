@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stasc.config import VARIANTS, StascConfig, build_parser, config_from_args
+from stasc.errors import StascError
+
+REQUIRED_FLAGS = (
+    "--config --model --dataset --question-column --answers-column --variant --initialization --filter "
+    "--finetuning --iterations --n-init --n-corr --max-train-questions --max-test-questions --output-dir --seed "
+    "--temperature --top-p --max-new-tokens --reward --answer-extraction --lora-r --lora-alpha --learning-rate"
+).split()
+
+
+def test_help_documents_every_required_flag() -> None:
+    text = build_parser().format_help()
+    for flag in REQUIRED_FLAGS:
+        assert flag in text, flag
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_sets_all_three_switches(variant: str) -> None:
+    config = config_from_args(["--variant", variant.lower()])
+    expected = (
+        {"F": "fixed", "E": "evolving"}[variant[0]],
+        {"I": "improving", "N": "non_decreasing"}[variant[1]],
+        {"F": "fixed", "E": "evolving"}[variant[2]],
+    )
+    assert (config.initialization, config.filter, config.finetuning) == expected
+    assert config.variant_name == variant
+    assert config.to_dict()["variant"] == variant
+
+
+def test_switch_flags_name_the_variant() -> None:
+    config = config_from_args(["--initialization", "fixed", "--filter", "non_decreasing", "--finetuning", "evolving"])
+    assert config.variant_name == "FNE"
+
+
+def test_yaml_is_overridden_by_flags(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("variant: EIE\nn_init: 3\nmax-new-tokens: 32\nlora_target_modules: [q_proj, v_proj]\n")
+    config = config_from_args(["--config", str(path), "--n-init", "5", "--filter", "non_decreasing"])
+    assert config.n_init == 5
+    assert config.max_new_tokens == 32
+    assert config.variant_name == "ENE"  # the flag changes only the filter of the YAML variant
+    assert config.lora_target_modules == ["q_proj", "v_proj"]
+
+
+def test_none_means_all_questions() -> None:
+    assert config_from_args(["--max-train-questions", "none"]).max_train_questions is None
+
+
+def test_contradicting_variant_and_switch_is_refused() -> None:
+    with pytest.raises(StascError, match="variant EIE sets filter to 'improving'"):
+        config_from_args(["--variant", "EIE", "--filter", "non_decreasing"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--variant", "EIX"], "Unknown variant 'EIX'.*Did you mean 'EIF'"),
+        (["--reward", "inacc"], "Invalid --reward 'inacc'.*Did you mean 'in_acc'"),
+        (["--filter", "improve"], "Did you mean 'improving'"),
+        (["--n-init", "0"], "--n-init must be at least 1, got 0"),
+        (["--n-corr", "0"], "--n-corr must be at least 1"),
+        (["--iterations", "-1"], "--iterations must be at least 0, got -1"),
+        (["--max-train-questions", "0"], "--max-train-questions must be at least 1"),
+        (["--top-p", "0"], "--top-p must satisfy 0 < p <= 1"),
+        (["--temperature", "-0.1"], "--temperature must be at least 0"),
+        (["--test-fraction", "1"], "--test-fraction must satisfy 0 < f < 1"),
+        (["--learning-rate", "0"], "--learning-rate must be greater than 0"),
+        (["--train-batch-size", "6", "--gradient-accumulation-steps", "4"], "must be a multiple of"),
+    ],
+)
+def test_impossible_values_name_the_flag(argv: list[str], message: str) -> None:
+    with pytest.raises(StascError, match=message):
+        config_from_args(argv)
+
+
+def test_yaml_errors_name_file_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("n_init: 2\nvariant: [EIE\n")
+    with pytest.raises(StascError, match=rf"{path}:\d+:\d+: invalid YAML"):
+        config_from_args(["--config", str(path)])
+
+
+def test_yaml_unknown_key_suggests_the_right_one(tmp_path: Path) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text("n_inits: 2\n")
+    with pytest.raises(StascError, match="unknown setting 'n_inits'. Did you mean 'n_init'"):
+        config_from_args(["--config", str(path)])
+
+
+def test_yaml_wrong_type_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "types.yaml"
+    path.write_text("iterations: two\n")
+    with pytest.raises(StascError, match="iterations has value 'two', which is not a valid int"):
+        config_from_args(["--config", str(path)])
+
+
+def test_missing_config_file() -> None:
+    with pytest.raises(StascError, match="Config file not found: nope.yaml"):
+        config_from_args(["--config", "nope.yaml"])
+
+
+def test_shipped_configs_load() -> None:
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert configs, "configs/ ships example configurations"
+    for path in configs:
+        config = config_from_args(["--config", str(path)])
+        assert config.variant_name in VARIANTS
+
+
+def test_round_trip_through_dict() -> None:
+    config = StascConfig(variant="FNE", n_init=3)
+    assert StascConfig.from_dict(config.to_dict()).to_dict() == config.to_dict()

@@ -1,0 +1,189 @@
+"""End-to-end STaSC runs with a tiny random model and the real SmolLM2 tokenizer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from stasc.config import VARIANTS, StascConfig
+from stasc.errors import StascError
+from stasc.loop import StascRun
+from stasc.manifest import read_manifest
+
+
+def make_config(directory: Path, model: Path, questions: tuple[Path, Path], **overrides) -> StascConfig:
+    train, test = questions
+    settings = dict(
+        model=str(model), dataset=str(train), test_dataset=str(test), output_dir=str(directory / "run"),
+        iterations=2, n_init=3, n_corr=3, max_new_tokens=4, dtype="float32", train_batch_size=4,
+        learning_rate=5e-3, variant="EIE", generation_batch_size=64, log_level="warning",
+    )
+    settings.update(overrides)
+    return StascConfig(**settings)
+
+
+class RecordingSampler:
+    """Delegates to the real sampler and records which model (adapter) each step used."""
+
+    def __init__(self, inner, fail_on: str | None = None) -> None:
+        self.inner = inner
+        self.calls: list[tuple[str, str | None]] = []
+        self.fail_on = fail_on
+
+    def sample(self, conversations, num_samples, *, adapter, seed, desc):
+        if desc == self.fail_on:
+            raise KeyboardInterrupt
+        self.calls.append((desc, None if adapter is None else Path(adapter).parent.name))
+        return self.inner.sample(conversations, num_samples, adapter=adapter, seed=seed, desc=desc)
+
+
+def start(config: StascConfig, fail_on: str | None = None) -> tuple[StascRun, RecordingSampler]:
+    run = StascRun(config)
+    recorder = RecordingSampler(run.sampler, fail_on)
+    run.sampler = recorder
+    return run, recorder
+
+
+def base_weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_runs_two_iterations(tmp_path, tiny_model_dir, city_questions, variant) -> None:
+    config = make_config(tmp_path, tiny_model_dir, city_questions, variant=variant)
+    run, recorder = start(config)
+    manifest = run.run()
+    run_dir = Path(config.output_dir)
+
+    assert manifest == read_manifest(run_dir)
+    assert manifest["status"] == "complete" and manifest["variant"] == variant
+    assert [entry["iteration"] for entry in manifest["iterations"]] == [0, 1, 2]
+    for entry in manifest["iterations"]:
+        for key in ("initial_in_acc", "correction_in_acc", "correct_to_incorrect", "incorrect_to_correct"):
+            assert 0.0 <= entry["metrics"][key] <= 1.0
+        evaluation = pd.read_parquet(run_dir / entry["evaluation"])
+        assert len(evaluation) == 4 and evaluation["correction"].map(type).eq(str).all()
+        assert entry["metrics"]["initial_in_acc"] == pytest.approx(evaluation["initial_in_acc"].mean())
+
+    first = manifest["iterations"][1]
+    assert first["kept_examples"] > 0, "the tiny model gives mixed rewards, so the filter keeps something"
+    train = pd.read_parquet(run_dir / first["train_data"])
+    assert {"question", "answers", "initial_answer", "correction", "initial_reward", "correction_reward", "messages"} <= set(train.columns)
+    assert (train["correction_reward"] == 1).all()
+    if variant[1] == "I":
+        assert (train["initial_reward"] == 0).all()
+    corrections = pd.read_parquet(run_dir / first["corrections"])
+    assert len(corrections) == 8 * config.n_init * config.n_corr
+    assert corrections.groupby(["question_id", "initial_index"]).size().eq(config.n_corr).all()
+    messages = train["messages"].iloc[0]
+    assert messages[-1]["content"] == train["correction"].iloc[0]
+    assert messages[1]["content"] == train["initial_answer"].iloc[0]
+
+    # which model each step sampled from
+    calls = dict(recorder.calls)
+    assert calls["iter 1 initial answers"] is None and calls["iter 1 corrections"] is None
+    assert calls["iter 2 corrections"] == "iteration_01"
+    if variant[0] == "E":
+        assert calls["iter 2 initial answers"] == "iteration_01"
+        assert calls["iter 2 eval initial"] == "iteration_02"
+    else:
+        assert "iter 2 initial answers" not in calls  # M0's answers from iteration 1 are reused
+        assert manifest["iterations"][2]["initial_answers"] == first["initial_answers"]
+        assert "iter 2 eval initial" not in calls
+        assert manifest["iterations"][2]["metrics"]["initial_in_acc"] == manifest["iterations"][0]["metrics"]["initial_in_acc"]
+
+    # where fine-tuning started, and what it changed
+    second = manifest["iterations"][2]
+    if second["training"] is not None:
+        expected = "iteration_01/adapter" if variant[2] == "E" else "fresh"
+        assert second["training"]["started_from"] == expected
+    adapter = load_file(str(run_dir / first["adapter"] / "adapter_model.safetensors"))
+    lora_b = [tensor for name, tensor in adapter.items() if "lora_B" in name]
+    assert lora_b and any(tensor.abs().sum() > 0 for tensor in lora_b), "LoRA B starts at zero; training moved it"
+    assert len(adapter) == len([n for n in adapter if "lora_" in n]), "only adapter weights are saved"
+    saved_base = base_weights(tiny_model_dir)
+    live_base = {
+        name.replace("base_model.model.", "").replace(".base_layer", ""): tensor
+        for name, tensor in run.policy.model.state_dict().items()
+        if "lora_" not in name
+    }
+    for name, tensor in saved_base.items():
+        assert torch.equal(live_base[name], tensor), f"base weight {name} changed"
+    assert not list(run_dir.rglob("model.safetensors")), "full models are never saved"
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, tiny_model_dir, city_questions, monkeypatch) -> None:
+    reference_config = make_config(tmp_path / "a", tiny_model_dir, city_questions)
+    reference, _ = start(reference_config)
+    expected = reference.run()
+
+    config = make_config(tmp_path / "b", tiny_model_dir, city_questions)
+    # interrupt at a different step each time: evaluation, sampling, training, evaluation, sampling
+    for fail_on in ("iter 0 eval corrections", "iter 1 corrections", "training", "iter 1 eval corrections",
+                    "iter 2 corrections"):
+        interrupted, _ = start(config, fail_on=fail_on)
+        if fail_on == "training":
+            def crash(*args, **kwargs):
+                raise KeyboardInterrupt
+            monkeypatch.setattr("stasc.loop.train_adapter", crash)
+        with pytest.raises(KeyboardInterrupt):
+            interrupted.run()
+        monkeypatch.undo()
+    resumed, recorder = start(config)
+    manifest = resumed.run()
+    assert [desc for desc, _ in recorder.calls] == ["iter 2 corrections", "iter 2 eval initial", "iter 2 eval corrections"]
+
+    run_a, run_b = Path(reference_config.output_dir), Path(config.output_dir)
+    assert [e["metrics"] for e in manifest["iterations"]] == [e["metrics"] for e in expected["iterations"]]
+    for entry in expected["iterations"]:
+        for key in ("evaluation", "corrections", "train_data"):
+            if key in entry:
+                pd.testing.assert_frame_equal(pd.read_parquet(run_a / entry[key]), pd.read_parquet(run_b / entry[key]))
+    for name in ("iteration_01", "iteration_02"):
+        a = load_file(str(run_a / name / "adapter" / "adapter_model.safetensors"))
+        b = load_file(str(run_b / name / "adapter" / "adapter_model.safetensors"))
+        assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k]) for k in a)
+    assert not list(run_b.rglob(".tmp-*")), "no temporary files are left behind"
+
+    again, recorder = start(config)
+    assert again.run()["iterations"] == manifest["iterations"]
+    assert recorder.calls == [], "a finished run does nothing when re-run"
+
+
+@pytest.mark.slow
+def test_more_iterations_extend_a_finished_run(tmp_path, tiny_model_dir, city_questions) -> None:
+    config = make_config(tmp_path, tiny_model_dir, city_questions, iterations=1)
+    start(config)[0].run()
+    extended, recorder = start(make_config(tmp_path, tiny_model_dir, city_questions, iterations=2))
+    manifest = extended.run()
+    assert len(manifest["iterations"]) == 3
+    assert all(desc.startswith("iter 2") for desc, _ in recorder.calls)
+
+
+def test_changed_settings_refuse_to_resume(tmp_path, tiny_model_dir, city_questions) -> None:
+    config = make_config(tmp_path, tiny_model_dir, city_questions, iterations=0)
+    start(config)[0].run()
+    with pytest.raises(StascError, match="n_init was 3, now 4.*new --output-dir"):
+        StascRun(make_config(tmp_path, tiny_model_dir, city_questions, iterations=0, n_init=4))
+
+
+def test_empty_filter_carries_the_model_forward(tmp_path, tiny_model_dir, city_questions) -> None:
+    # em never matches the tiny model's multi-word outputs and single words only sometimes;
+    # with a one-token budget and an impossible answer set nothing is ever kept
+    train, test = city_questions
+    impossible = tmp_path / "impossible.jsonl"
+    impossible.write_text("".join(json.dumps({"question": f"q{i}", "answers": ["Berlin"]}) + "\n" for i in range(6)))
+    config = make_config(tmp_path, tiny_model_dir, (impossible, test), iterations=2, variant="EIE")
+    manifest = start(config)[0].run()
+    for entry in manifest["iterations"][1:]:
+        assert entry["kept_examples"] == 0
+        assert entry["adapter"] is None, "M_n is M0 carried forward"
+        assert "kept no corrections" in entry["warnings"][0]
+    assert pd.read_parquet(Path(config.output_dir) / manifest["iterations"][1]["train_data"]).empty

@@ -96,6 +96,7 @@ class StascRun:
         existing = read_manifest(self.run_dir) if manifest_path(self.run_dir).exists() else None
         if existing is not None:
             check_resumable(existing["config"], config, self.run_dir)
+        self.model_path = resolve_model_path(config.model, config.model_cache_dir)
         self.train, self.test = load_qa_splits(
             config.dataset,
             test_dataset=config.test_dataset,
@@ -115,7 +116,6 @@ class StascRun:
                 f"The questions loaded now differ from the ones {self.run_dir} was started with "
                 "(the data file changed). Restore the data or use a new --output-dir."
             )
-        self.model_path = resolve_model_path(config.model, config.model_cache_dir)
         tokenizer = load_tokenizer(self.model_path, trust_remote_code=config.trust_remote_code)
         base = load_model(self.model_path, dtype=pick_dtype(config.dtype), trust_remote_code=config.trust_remote_code)
         self.policy = Policy(base, tokenizer, lora_config(config), seed=config.seed)

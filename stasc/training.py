@@ -77,6 +77,7 @@ def train_adapter(
             data_seed=seed,
             remove_unused_columns=False,
             dataloader_num_workers=0,
+            dataloader_pin_memory=False,
             disable_tqdm=False,
         )
         collator = DataCollatorForSeq2Seq(policy.tokenizer, padding=True, label_pad_token_id=-100)

@@ -192,6 +192,14 @@ class StascConfig:
     )
     log_level: str = _field("info", "Logging verbosity.", ["debug", "info", "warning", "error"])
 
+    # Hub
+    push_to_hub: str | None = _field(
+        None,
+        "Push every finished iteration (adapter, data, metrics) to this Hub repo ORG/NAME. The token "
+        "comes from 'hf auth login' or HF_TOKEN and is never stored.",
+    )
+    hub_private: bool = _field(False, "Create the Hub repositories as private.")
+
     def __post_init__(self) -> None:
         self._apply_variant()
         self.validate()
@@ -257,6 +265,10 @@ class StascConfig:
             )
         if not self.lora_target_modules:
             raise StascError("--lora-target-modules needs at least one module name (or all-linear).")
+        if self.push_to_hub is not None:
+            from stasc.hub import check_repo_id
+
+            check_repo_id(self.push_to_hub)
         for name in ("instructions", "correction_instructions", "output_dir", "model", "dataset"):
             if not str(getattr(self, name)).strip():
                 raise StascError(f"{_flag(name)} must not be empty.")

@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,7 +51,9 @@ TRAINING_REPORT = "training.json"
 EVALUATION = "evaluation.parquet"
 
 # Settings that may change between a run and its resumption without changing its results.
-RESUMABLE_CHANGES = frozenset({"iterations", "output_dir", "log_level", "report_to", "model_cache_dir"})
+RESUMABLE_CHANGES = frozenset(
+    {"iterations", "output_dir", "log_level", "report_to", "model_cache_dir", "push_to_hub", "hub_private"}
+)
 STEP_SEEDS = {"initial": 1, "corrections": 2, "train": 3, "eval_initial": 4, "eval_corrections": 5}
 
 
@@ -142,8 +144,12 @@ class StascRun:
 
     # ----------------------------------------------------------------- driving
 
-    def run(self) -> dict[str, Any]:
-        """Run (or resume) every iteration up to config.iterations; return the manifest."""
+    def run(self, on_iteration: Callable[[Path], None] | None = None) -> dict[str, Any]:
+        """Run (or resume) every iteration up to config.iterations; return the manifest.
+
+        on_iteration(run_dir) is called after each iteration is recorded (e.g. a Hub push).
+        """
+        self.on_iteration = on_iteration
         self.run_dir.mkdir(parents=True, exist_ok=True)
         remove_leftovers(self.run_dir)
         self.manifest["config"]["iterations"] = self.config.iterations
@@ -383,6 +389,8 @@ class StascRun:
         }
         self.manifest["iterations"].append(entry)
         self._save_manifest()
+        if self.on_iteration is not None:
+            self.on_iteration(self.run_dir)
         logger.info(
             "Iteration %d: initial in-acc %.3f, correction in-acc %.3f",
             iteration, metrics["initial_in_acc"], metrics["correction_in_acc"],
@@ -428,6 +436,23 @@ def check_resumable(saved: dict[str, Any], config: StascConfig, run_dir: Path) -
         )
 
 
+def push_after_each_iteration(config: StascConfig) -> Callable[[Path], None] | None:
+    """A callback that pushes the run to config.push_to_hub; a failed push is logged, not fatal."""
+    if config.push_to_hub is None:
+        return None
+    from stasc.hub import push_run
+
+    repo_id = config.push_to_hub
+
+    def push(run_dir: Path) -> None:
+        try:
+            push_run(run_dir, repo_id, private=config.hub_private, progress=logger.info)
+        except StascError as error:
+            logger.error("Hub push failed; training goes on. %s", error)
+
+    return push
+
+
 def run_stasc(config: StascConfig) -> dict[str, Any]:
     """Run or resume the STaSC loop described by config; return the run manifest."""
-    return StascRun(config).run()
+    return StascRun(config).run(on_iteration=push_after_each_iteration(config))

@@ -59,3 +59,22 @@ def city_questions(tmp_path: Path) -> tuple[Path, Path]:
     train = [{"id": f"q{i}", "question": f"Which city is number {i}?", "answers": [CITIES[i % 3]]} for i in range(8)]
     test = [{"id": f"t{i}", "question": f"Which city is test {i}?", "answers": [CITIES[i % 3]]} for i in range(4)]
     return write_jsonl(tmp_path / "train.jsonl", train), write_jsonl(tmp_path / "test.jsonl", test)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """A finished 2-iteration run of the tiny model (read-only for tests: copy it to modify it)."""
+    from stasc.config import StascConfig
+    from stasc.loop import StascRun
+
+    directory = tmp_path_factory.mktemp("tiny-run")
+    train = [{"id": f"q{i}", "question": f"Which city is number {i}?", "answers": [CITIES[i % 3]]} for i in range(8)]
+    test = [{"id": f"t{i}", "question": f"Which city is test {i}?", "answers": [CITIES[i % 3]]} for i in range(4)]
+    config = StascConfig(
+        model=str(tiny_model_dir), dataset=str(write_jsonl(directory / "train.jsonl", train)),
+        test_dataset=str(write_jsonl(directory / "test.jsonl", test)), output_dir=str(directory / "run"),
+        iterations=2, n_init=3, n_corr=3, max_new_tokens=4, dtype="float32", train_batch_size=4,
+        learning_rate=5e-3, variant="EIE", log_level="warning",
+    )
+    StascRun(config).run()
+    return directory / "run"

@@ -1,0 +1,172 @@
+"""Reading runs back: locally, and from a real Hub-compatible server (olah) through the real
+huggingface_hub, peft and datasets clients. The served repositories are written by push_run
+itself, through a double of HfApi that turns each commit into a git commit."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from stasc.errors import StascError
+from stasc.hub import push_run
+from stasc.manifest import read_manifest
+from stasc.sources import RunSource, list_iterations, load_evaluation, load_iteration
+
+REPO = "stasc-test/tiny-run"
+
+
+class GitMirrorApi:
+    """Stands in for HfApi: each create_commit becomes a commit in a local git repository."""
+
+    def __init__(self, mirrors: Path) -> None:
+        self.mirrors = mirrors
+
+    def _repo(self, repo_id: str, repo_type: str) -> Path:
+        return self.mirrors / ("models" if repo_type == "model" else "datasets") / repo_id
+
+    def create_repo(self, repo_id: str, *, repo_type: str, private: bool, exist_ok: bool) -> None:
+        path = self._repo(repo_id, repo_type)
+        if not path.exists():
+            path.mkdir(parents=True)
+            subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
+
+    def create_commit(self, repo_id: str, operations, *, repo_type: str, commit_message: str) -> None:
+        path = self._repo(repo_id, repo_type)
+        for operation in operations:
+            target = path / operation.path_in_repo
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source = operation.path_or_fileobj
+            target.write_bytes(source if isinstance(source, bytes) else Path(source).read_bytes())
+        git = ["git", "-C", str(path), "-c", "user.name=stasc", "-c", "user.email=stasc@localhost"]
+        subprocess.run([*git, "add", "-A"], check=True)
+        subprocess.run([*git, "commit", "-q", "-m", commit_message], check=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def hub_server(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory):
+    """olah serving the repositories that push_run wrote for the tiny run; yields the endpoint."""
+    root = tmp_path_factory.mktemp("olah")
+    push_run(shutil.copytree(tiny_run, root / "run"), REPO, api=GitMirrorApi(root / "mirrors"))
+    port = free_port()
+    config = root / "olah.toml"
+    config.write_text(
+        "[basic]\n"
+        f'host = "127.0.0.1"\nport = {port}\nrepos-path = "{root / "repos"}"\n'
+        f'mirror-scheme = "http"\nmirror-netloc = "127.0.0.1:{port}"\nmirror-lfs-netloc = "127.0.0.1:{port}"\n'
+        f'mirrors-path = ["{root / "mirrors"}"]\n'
+        "[accessibility]\noffline = true\n"
+    )
+    olah = shutil.which("olah-cli") or str(Path(sys.executable).parent / "olah-cli")
+    log = open(root / "olah.log", "w")
+    server = subprocess.Popen([olah, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if server.poll() is not None:
+                raise RuntimeError((root / "olah.log").read_text())
+            time.sleep(0.5)
+    yield f"http://127.0.0.1:{port}", root
+    server.terminate()
+    server.wait(timeout=10)
+    log.close()
+
+
+READER = r"""
+import json, sys
+import torch
+from datasets import load_dataset
+from safetensors.torch import load_file
+from stasc.sources import RunSource, list_iterations, load_evaluation, load_iteration
+from stasc.errors import StascError
+
+repo, local = sys.argv[1], sys.argv[2]
+source = RunSource(repo)
+out = {"metrics": [entry["metrics"] for entry in list_iterations(source)]}
+loaded = load_iteration(source, 2)
+state = {k: v for k, v in loaded.model.state_dict().items() if "lora_B" in k}
+saved = load_file(local + "/iteration_02/adapter/adapter_model.safetensors")
+out["adapter_matches"] = all(
+    any(torch.equal(v, s) for s in saved.values()) for v in state.values()
+) and len(state) == len([k for k in saved if "lora_B" in k])
+ids = loaded.tokenizer("Which city?", return_tensors="pt").input_ids
+out["generated"] = loaded.model.generate(input_ids=ids, max_new_tokens=3, do_sample=False).shape[1] > ids.shape[1]
+out["base_is_plain"] = type(load_iteration(source, 0).model).__name__
+train = load_dataset(repo, "train", split="iteration_01")
+out["train_rows"] = train.num_rows
+out["train_columns"] = sorted(train.column_names)
+evaluation = load_dataset(repo, "evaluation")
+out["evaluation_splits"] = {name: split.num_rows for name, split in evaluation.items()}
+out["corrections_rows"] = len(load_evaluation(source, 1, "corrections"))
+try:
+    list_iterations(RunSource("stasc-test/missing-run"))
+except StascError as error:
+    out["missing_error"] = str(error)
+print("RESULT" + json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_a_pushed_run_is_read_back_through_the_hub_clients(hub_server, tiny_run: Path) -> None:
+    endpoint, root = hub_server
+    env = dict(os.environ, HF_ENDPOINT=endpoint, HF_HUB_DISABLE_XET="1", HF_HOME=str(root / "hf-home"),
+               HF_HUB_DISABLE_TELEMETRY="1")
+    env.pop("HF_HUB_OFFLINE", None)
+    result = subprocess.run([sys.executable, "-c", READER, REPO, str(tiny_run)], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.split("RESULT", 1)[1])
+    manifest = read_manifest(tiny_run)
+    assert out["metrics"] == [entry["metrics"] for entry in manifest["iterations"]]
+    assert out["adapter_matches"] and out["generated"]
+    assert out["base_is_plain"] == "LlamaForCausalLM"
+    assert out["train_rows"] == manifest["iterations"][1]["kept_examples"]
+    assert {"question", "answers", "initial_answer", "correction", "messages"} <= set(out["train_columns"])
+    assert out["evaluation_splits"] == {"iteration_00": 4, "iteration_01": 4, "iteration_02": 4}
+    assert out["corrections_rows"] == len(pd.read_parquet(tiny_run / manifest["iterations"][1]["corrections"]))
+    assert "stasc-test/missing-run" in out["missing_error"] and "not found" in out["missing_error"]
+
+
+def test_local_run_lists_and_loads_iterations(tiny_run: Path) -> None:
+    source = RunSource(str(tiny_run))
+    iterations = list_iterations(source)
+    assert [entry["iteration"] for entry in iterations] == [0, 1, 2]
+    loaded = load_iteration(source, 1, dtype="float32")
+    saved = load_file(str(tiny_run / "iteration_01" / "adapter" / "adapter_model.safetensors"))
+    live = {k: v for k, v in loaded.model.state_dict().items() if "lora_A" in k}
+    assert len(live) == len([k for k in saved if "lora_A" in k])
+    assert all(any(torch.equal(v, s) for s in saved.values()) for v in live.values())
+    assert len(load_evaluation(source, 0)) == 4
+    with pytest.raises(StascError, match="iterations 0..2; iteration 5 does not exist"):
+        load_iteration(source, 5)
+
+
+def test_damaged_manifest_names_the_file(tiny_run: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    manifest = json.loads((copy / "run.json").read_text())
+    manifest["iterations"][1]["metrics"]["initial_in_acc"] = 7
+    (copy / "run.json").write_text(json.dumps(manifest))
+    with pytest.raises(StascError, match=r"run.json: the run manifest is damaged \(iterations\[1\].metrics"):
+        list_iterations(RunSource(str(copy)))
+    (copy / "run.json").write_text("{broken")
+    with pytest.raises(StascError, match=r"run.json:1:2: the run manifest is not valid JSON"):
+        list_iterations(RunSource(str(copy)))

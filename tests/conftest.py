@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +18,7 @@ from stasc.models import resolve_model_path
 
 CITIES = ("Paris", "London", "Rome")
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+HUB_REPO = "stasc-test/tiny-run"
 
 
 @pytest.fixture(scope="session")
@@ -78,3 +84,73 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> 
     )
     StascRun(config).run()
     return directory / "run"
+
+
+class GitMirrorApi:
+    """Stands in for HfApi: each create_commit becomes a commit in a local git repository."""
+
+    def __init__(self, mirrors: Path) -> None:
+        self.mirrors = mirrors
+
+    def _repo(self, repo_id: str, repo_type: str) -> Path:
+        return self.mirrors / ("models" if repo_type == "model" else "datasets") / repo_id
+
+    def create_repo(self, repo_id: str, *, repo_type: str, private: bool, exist_ok: bool) -> None:
+        path = self._repo(repo_id, repo_type)
+        if not path.exists():
+            path.mkdir(parents=True)
+            subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
+
+    def create_commit(self, repo_id: str, operations, *, repo_type: str, commit_message: str) -> None:
+        path = self._repo(repo_id, repo_type)
+        for operation in operations:
+            target = path / operation.path_in_repo
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source = operation.path_or_fileobj
+            target.write_bytes(source if isinstance(source, bytes) else Path(source).read_bytes())
+        git = ["git", "-C", str(path), "-c", "user.name=stasc", "-c", "user.email=stasc@localhost"]
+        subprocess.run([*git, "add", "-A"], check=True)
+        subprocess.run([*git, "commit", "-q", "-m", commit_message], check=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def hub_server(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A real Hub-compatible server (olah, offline) serving the model and dataset repositories
+    HUB_REPO that push_run wrote for the tiny run; yields (endpoint URL, its working folder).
+    Clients must run in a subprocess with HF_ENDPOINT=endpoint and HF_HUB_DISABLE_XET=1,
+    because huggingface_hub reads the endpoint when it is first imported."""
+    from stasc.hub import push_run
+
+    root = tmp_path_factory.mktemp("olah")
+    push_run(shutil.copytree(tiny_run, root / "run"), HUB_REPO, api=GitMirrorApi(root / "mirrors"))
+    port = free_port()
+    config = root / "olah.toml"
+    config.write_text(
+        "[basic]\n"
+        f'host = "127.0.0.1"\nport = {port}\nrepos-path = "{root / "repos"}"\n'
+        f'mirror-scheme = "http"\nmirror-netloc = "127.0.0.1:{port}"\nmirror-lfs-netloc = "127.0.0.1:{port}"\n'
+        f'mirrors-path = ["{root / "mirrors"}"]\n'
+        "[accessibility]\noffline = true\n"
+    )
+    olah = shutil.which("olah-cli") or str(Path(sys.executable).parent / "olah-cli")
+    log = open(root / "olah.log", "w")
+    server = subprocess.Popen([olah, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if server.poll() is not None:
+                raise RuntimeError((root / "olah.log").read_text())
+            time.sleep(0.5)
+    yield f"http://127.0.0.1:{port}", root
+    server.terminate()
+    server.wait(timeout=10)
+    log.close()

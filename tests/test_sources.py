@@ -1,16 +1,13 @@
-"""Reading runs back: locally, and from a real Hub-compatible server (olah) through the real
-huggingface_hub, peft and datasets clients. The served repositories are written by push_run
-itself, through a double of HfApi that turns each commit into a git commit."""
+"""Reading runs back: locally, and from a real Hub-compatible server (olah, see conftest.py)
+through the real huggingface_hub, peft and datasets clients."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -19,76 +16,10 @@ import torch
 from safetensors.torch import load_file
 
 from stasc.errors import StascError
-from stasc.hub import push_run
 from stasc.manifest import read_manifest
 from stasc.sources import RunSource, list_iterations, load_evaluation, load_iteration
 
-REPO = "stasc-test/tiny-run"
-
-
-class GitMirrorApi:
-    """Stands in for HfApi: each create_commit becomes a commit in a local git repository."""
-
-    def __init__(self, mirrors: Path) -> None:
-        self.mirrors = mirrors
-
-    def _repo(self, repo_id: str, repo_type: str) -> Path:
-        return self.mirrors / ("models" if repo_type == "model" else "datasets") / repo_id
-
-    def create_repo(self, repo_id: str, *, repo_type: str, private: bool, exist_ok: bool) -> None:
-        path = self._repo(repo_id, repo_type)
-        if not path.exists():
-            path.mkdir(parents=True)
-            subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
-
-    def create_commit(self, repo_id: str, operations, *, repo_type: str, commit_message: str) -> None:
-        path = self._repo(repo_id, repo_type)
-        for operation in operations:
-            target = path / operation.path_in_repo
-            target.parent.mkdir(parents=True, exist_ok=True)
-            source = operation.path_or_fileobj
-            target.write_bytes(source if isinstance(source, bytes) else Path(source).read_bytes())
-        git = ["git", "-C", str(path), "-c", "user.name=stasc", "-c", "user.email=stasc@localhost"]
-        subprocess.run([*git, "add", "-A"], check=True)
-        subprocess.run([*git, "commit", "-q", "-m", commit_message], check=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def hub_server(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory):
-    """olah serving the repositories that push_run wrote for the tiny run; yields the endpoint."""
-    root = tmp_path_factory.mktemp("olah")
-    push_run(shutil.copytree(tiny_run, root / "run"), REPO, api=GitMirrorApi(root / "mirrors"))
-    port = free_port()
-    config = root / "olah.toml"
-    config.write_text(
-        "[basic]\n"
-        f'host = "127.0.0.1"\nport = {port}\nrepos-path = "{root / "repos"}"\n'
-        f'mirror-scheme = "http"\nmirror-netloc = "127.0.0.1:{port}"\nmirror-lfs-netloc = "127.0.0.1:{port}"\n'
-        f'mirrors-path = ["{root / "mirrors"}"]\n'
-        "[accessibility]\noffline = true\n"
-    )
-    olah = shutil.which("olah-cli") or str(Path(sys.executable).parent / "olah-cli")
-    log = open(root / "olah.log", "w")
-    server = subprocess.Popen([olah, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT, cwd=root)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if server.poll() is not None:
-                raise RuntimeError((root / "olah.log").read_text())
-            time.sleep(0.5)
-    yield f"http://127.0.0.1:{port}", root
-    server.terminate()
-    server.wait(timeout=10)
-    log.close()
+from conftest import HUB_REPO as REPO
 
 
 READER = r"""

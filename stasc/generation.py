@@ -1,7 +1,7 @@
-"""Sampling many answers for many prompts with transformers' generate.
+"""Sampling many answers for many prompts in batches.
 
 Prompts are sorted by length so each batch pads little, and all samples of one prompt
-are drawn in the same batch through num_return_sequences.
+share a batch (and its prompt computation, see stasc.decoding).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from stasc.decoding import DecodeSettings, decode, stop_token_ids
 from stasc.policy import Policy
 from stasc.prompts import Message
 from stasc.tokenization import render_prompt
@@ -36,6 +37,9 @@ class TransformersSampler:
     def __init__(self, policy: Policy, settings: SamplingSettings) -> None:
         self.policy = policy
         self.settings = settings
+        self.stop_ids = stop_token_ids(policy.model, policy.tokenizer)
+        suppressed = getattr(policy.model.generation_config, "suppress_tokens", None)
+        self.suppress_ids = torch.tensor(suppressed, device=policy.device) if suppressed else None
 
     def sample(
         self, conversations: Sequence[Sequence[Message]], num_samples: int, *, seed: int, desc: str
@@ -58,24 +62,14 @@ class TransformersSampler:
                 bar.update(len(batch))
         return results
 
-    @torch.inference_mode()
     def _generate_batch(
         self, model: torch.nn.Module, prompts: list[list[int]], num_samples: int, seed: int
     ) -> list[str]:
         tokenizer = self.policy.tokenizer
-        padded = tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt", padding_side="left")
-        padded = {key: value.to(self.policy.device) for key, value in padded.items()}
-        torch.manual_seed(seed)
-        sampling = self.settings.temperature > 0
-        output = model.generate(
-            **padded,
-            max_new_tokens=self.settings.max_new_tokens,
-            do_sample=sampling,
-            temperature=self.settings.temperature if sampling else None,
-            top_p=self.settings.top_p if sampling else None,
-            top_k=None,
-            num_return_sequences=num_samples,
-            pad_token_id=tokenizer.pad_token_id,
+        settings = self.settings
+        new_tokens = decode(
+            model, prompts, num_samples,
+            DecodeSettings(settings.max_new_tokens, settings.temperature, settings.top_p),
+            pad_token_id=tokenizer.pad_token_id, stop_ids=self.stop_ids, seed=seed, suppress_ids=self.suppress_ids,
         )
-        new_tokens = output[:, padded["input_ids"].shape[1] :]
         return [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]

@@ -1,0 +1,142 @@
+"""Generation throughput of stasc's sampler against plain `model.generate`, in one process.
+
+    python bench/generation.py --quick      # < 1 minute; prints speedup_vs_generate=X.XX last
+    python bench/generation.py              # more prompts, also the per-question loop baseline
+
+Same bundled model, dtype, prompts (built-in training questions), sampling settings and
+batch of sequences for both; generated tokens are counted up to and including end-of-turn.
+Also checks greedy equality with generate and reports the share of the machine's bfloat16
+matrix-multiply rate that generation reaches (FLOPs per generated token = 2 x parameters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import append_result, matmul_gflops  # noqa: E402
+from stasc.config import DEFAULT_INSTRUCTIONS  # noqa: E402
+from stasc.data import load_qa_splits  # noqa: E402
+from stasc.decoding import DecodeSettings, decode, stop_token_ids  # noqa: E402
+from stasc.models import load_model, load_tokenizer, pick_dtype, resolve_model_path  # noqa: E402
+from stasc.prompts import initial_messages  # noqa: E402
+
+
+def count_tokens(rows: list[list[int]], stops: set[int]) -> int:
+    total = 0
+    for row in rows:
+        for token in row:
+            total += 1
+            if token in stops:
+                break
+    return total
+
+
+def plain_generate(model, tokenizer, prompts, num_samples, settings, batch_prompts, seed):
+    """The baseline: transformers' generate with num_return_sequences, batch by batch."""
+    rows = []
+    for start in range(0, len(prompts), batch_prompts):
+        chunk = prompts[start : start + batch_prompts]
+        padded = tokenizer.pad({"input_ids": chunk}, padding=True, return_tensors="pt", padding_side="left")
+        torch.manual_seed(seed + start)
+        output = model.generate(
+            **padded, max_new_tokens=settings.max_new_tokens, do_sample=settings.temperature > 0,
+            temperature=settings.temperature, top_p=settings.top_p, top_k=None,
+            num_return_sequences=num_samples, pad_token_id=tokenizer.pad_token_id,
+        )
+        rows.extend(output[:, padded["input_ids"].shape[1] :].tolist())
+    return rows
+
+
+def ours(model, tokenizer, prompts, num_samples, settings, batch_prompts, seed):
+    stops = stop_token_ids(model, tokenizer)
+    rows: dict[int, list[int]] = {}
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    for start in range(0, len(order), batch_prompts):
+        indices = order[start : start + batch_prompts]
+        new = decode(model, [prompts[i] for i in indices], num_samples, settings,
+                     pad_token_id=tokenizer.pad_token_id, stop_ids=stops, seed=seed + start)
+        for position, index in enumerate(indices):
+            for sample in range(num_samples):
+                row = new[position * num_samples + sample]
+                rows[index * num_samples + sample] = row + [stops[0]] if len(row) < settings.max_new_tokens else row
+    return [rows[key] for key in sorted(rows)]
+
+
+def timed(function, *args):
+    start = time.perf_counter()
+    result = function(*args)
+    return result, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="16 questions x 4 samples, no per-question baseline")
+    parser.add_argument("--questions", type=int, default=64)
+    parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=64, help="sequences per batch, for both")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--no-write", action="store_true", help="do not append to bench/results.md")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    questions = 16 if args.quick else args.questions
+
+    path = resolve_model_path("bundled")
+    tokenizer = load_tokenizer(path)
+    dtype = pick_dtype("auto")
+    model = load_model(path, dtype=dtype)
+    train, _ = load_qa_splits("builtin", max_train=questions)
+    prompts = [
+        tokenizer.apply_chat_template(initial_messages(q.question, DEFAULT_INSTRUCTIONS), add_generation_prompt=True,
+                                      tokenize=True, return_dict=False)
+        for q in train
+    ]
+    settings = DecodeSettings(args.max_new_tokens, 0.6, 0.9)
+    batch_prompts = max(1, args.batch // args.samples)
+    stops = set(stop_token_ids(model, tokenizer))
+
+    with torch.inference_mode():
+        ours(model, tokenizer, prompts[:2], 2, DecodeSettings(4, 0.6, 0.9), 2, 0)  # warm up kernels
+        plain_generate(model, tokenizer, prompts[:2], 2, DecodeSettings(4, 0.6, 0.9), 2, 0)
+        greedy = DecodeSettings(24, 0.0, 1.0)
+        sample = prompts[:4]
+        same = ours(model, tokenizer, sample, 1, greedy, 4, 0) == [
+            row[: row.index(2) + 1] if 2 in row else row for row in plain_generate(model, tokenizer, sample, 1, greedy, 4, 0)
+        ]
+        base_rows, base_seconds = timed(plain_generate, model, tokenizer, prompts, args.samples, settings, batch_prompts, 0)
+        our_rows, our_seconds = timed(ours, model, tokenizer, prompts, args.samples, settings, batch_prompts, 0)
+        loop_rate = None
+        if not args.quick:
+            loop_rows, loop_seconds = timed(plain_generate, model, tokenizer, prompts[:16], args.samples, settings, 1, 0)
+            loop_rate = count_tokens(loop_rows, stops) / loop_seconds
+    base_rate = count_tokens(base_rows, stops) / base_seconds
+    our_rate = count_tokens(our_rows, stops) / our_seconds
+    peak = matmul_gflops(dtype)
+    parameters = sum(p.numel() for p in model.parameters())
+    share = our_rate * 2 * parameters / 1e9 / peak
+    rows = [
+        f"- setting: {questions} questions x {args.samples} samples, batch {args.batch} sequences, {dtype}, "
+        f"T 0.6, top-p 0.9, max {args.max_new_tokens} new tokens",
+        f"- plain generate: {base_rate:.0f} tok/s; stasc sampler: {our_rate:.0f} tok/s; "
+        f"**speedup {our_rate / base_rate:.2f}x**",
+        f"- greedy output identical to generate: {same}",
+        f"- matmul peak measured now: {peak:.0f} GFLOP/s ({dtype}); stasc sampler reaches {share:.1%} of it",
+    ]
+    if loop_rate is not None:
+        rows.append(f"- per-question generate loop (STaR/STaSC scripts): {loop_rate:.0f} tok/s; "
+                    f"stasc sampler is {our_rate / loop_rate:.1f}x faster")
+    if not args.no_write:
+        append_result("Generation" + (" (quick)" if args.quick else ""), rows)
+    print("\n".join(rows))
+    print(f"speedup_vs_generate={our_rate / base_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""A decode loop for sampling many short answers on a CPU, faster than `generate`.
+
+What it saves, measured in bench/generation.py:
+- each prompt is prefilled once and its KV cache copied for its samples
+  (generate prefills every sample separately);
+- rows that produced end-of-turn leave the batch, so later steps run on fewer rows
+  (generate keeps computing padding for them until the longest row ends);
+- top-p is computed over a top-k shortlist when the shortlist already holds the
+  nucleus (exact; rows where it does not fall back to a full sort), instead of sorting
+  the whole vocabulary for every row at every step.
+Greedy decoding gives the same tokens as `generate` (tested).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+SHORTLIST = 256
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+
+
+def stop_token_ids(model: torch.nn.Module, tokenizer) -> list[int]:
+    """End-of-sequence ids from the generation config and the tokenizer."""
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    ids = set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return sorted(ids)
+
+
+def sample_next(logits: torch.Tensor, settings: DecodeSettings, generator: torch.Generator | None) -> torch.Tensor:
+    """One token per row: greedy at temperature 0, else temperature + nucleus (top-p) sampling."""
+    if settings.temperature == 0:
+        return logits.argmax(dim=-1)
+    scores = logits.float() / settings.temperature
+    if settings.top_p >= 1.0:
+        return torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(-1)
+    k = min(SHORTLIST, scores.shape[-1])
+    top_scores, top_ids = scores.topk(k, dim=-1)
+    log_total = scores.logsumexp(dim=-1, keepdim=True)
+    covered = (top_scores - log_total).exp().sum(-1) >= settings.top_p
+    if bool(covered.all()):
+        return _nucleus_sample(top_scores, top_ids, log_total, settings.top_p, generator)
+    # rare: a flat distribution whose nucleus is wider than the shortlist; sort those rows fully
+    result = torch.empty(scores.shape[0], dtype=torch.long, device=scores.device)
+    wide = (~covered).nonzero().squeeze(-1)
+    sorted_scores, sorted_ids = scores[wide].sort(dim=-1, descending=True)
+    result[wide] = _nucleus_sample(sorted_scores, sorted_ids, log_total[wide], settings.top_p, generator)
+    narrow = covered.nonzero().squeeze(-1)
+    if narrow.numel():
+        result[narrow] = _nucleus_sample(top_scores[narrow], top_ids[narrow], log_total[narrow], settings.top_p, generator)
+    return result
+
+
+def _nucleus_sample(
+    sorted_scores: torch.Tensor, sorted_ids: torch.Tensor, log_total: torch.Tensor, top_p: float,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """Sample among the smallest top set whose probability reaches top_p (as transformers' TopP warper)."""
+    probs = (sorted_scores - log_total).exp()
+    before = probs.cumsum(-1) - probs  # probability of all better-ranked tokens
+    probs = probs.masked_fill(before >= top_p, 0.0)
+    probs[:, 0] = probs[:, 0].clamp_min(torch.finfo(probs.dtype).tiny)
+    choice = torch.multinomial(probs, 1, generator=generator)
+    return sorted_ids.gather(-1, choice).squeeze(-1)
+
+
+@torch.inference_mode()
+def decode(
+    model: torch.nn.Module,
+    prompts: Sequence[Sequence[int]],
+    num_samples: int,
+    settings: DecodeSettings,
+    *,
+    pad_token_id: int,
+    stop_ids: Sequence[int],
+    seed: int,
+    suppress_ids: torch.Tensor | None = None,
+) -> list[list[int]]:
+    """New tokens for num_samples continuations of each prompt, ordered prompt by prompt."""
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    width = max(len(prompt) for prompt in prompts)
+    input_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long, device=device)
+    attention = torch.zeros((len(prompts), width), dtype=torch.long, device=device)
+    for row, prompt in enumerate(prompts):
+        input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        attention[row, width - len(prompt) :] = 1
+    positions = (attention.cumsum(-1) - 1).clamp_min(0)
+    cache = DynamicCache(config=model.config)
+    logits = model(
+        input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache,
+        use_cache=True, logits_to_keep=1,
+    ).logits[:, -1, :]
+    if num_samples > 1:
+        cache.batch_repeat_interleave(num_samples)
+        logits = logits.repeat_interleave(num_samples, dim=0)
+        attention = attention.repeat_interleave(num_samples, dim=0)
+        positions = positions.repeat_interleave(num_samples, dim=0)
+    total = attention.shape[0]
+    outputs: list[list[int]] = [[] for _ in range(total)]
+    active = torch.arange(total, device=device)
+    next_position = positions[:, -1] + 1
+    stops = torch.tensor(list(stop_ids), device=device)
+    for step in range(settings.max_new_tokens):
+        if suppress_ids is not None:
+            logits[:, suppress_ids] = float("-inf")
+        tokens = sample_next(logits, settings, generator)
+        finished = torch.isin(tokens, stops)
+        for row, token, done in zip(active.tolist(), tokens.tolist(), finished.tolist(), strict=True):
+            if not done:
+                outputs[row].append(token)
+        if step == settings.max_new_tokens - 1:
+            break
+        if bool(finished.any()):
+            keep = (~finished).nonzero().squeeze(-1)
+            if keep.numel() == 0:
+                break
+            cache.batch_select_indices(keep)
+            active, tokens, attention, next_position = active[keep], tokens[keep], attention[keep], next_position[keep]
+        attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], dim=-1)
+        logits = model(
+            input_ids=tokens.unsqueeze(-1), attention_mask=attention, position_ids=next_position.unsqueeze(-1),
+            past_key_values=cache, use_cache=True,
+        ).logits[:, -1, :]
+        next_position = next_position + 1
+    return outputs

@@ -1,0 +1,108 @@
+"""The fast decode loop against transformers' generate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from stasc.decoding import DecodeSettings, _nucleus_sample, decode, sample_next, stop_token_ids
+
+
+@pytest.fixture(scope="module")
+def free_model(smollm_tokenizer_dir: Path):
+    """A tiny random Llama that may say anything (no suppressed tokens), with SmolLM2's tokenizer."""
+    tokenizer = AutoTokenizer.from_pretrained(smollm_tokenizer_dir)
+    torch.manual_seed(1)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, eos_token_id=2, pad_token_id=2)
+    return LlamaForCausalLM(config).eval(), tokenizer
+
+
+def prompts_of(tokenizer, questions: list[str]) -> list[list[int]]:
+    return [
+        tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True,
+                                      return_dict=False)
+        for q in questions
+    ]
+
+
+QUESTIONS = ["What is the capital of France?", "Name a colour.", "Who wrote the play Hamlet, and when?", "2+2?"]
+
+
+def reference_generate(model, tokenizer, prompts, num_samples, max_new_tokens):
+    """Plain generate; greedy generate refuses num_return_sequences > 1, so prompts are repeated."""
+    repeated = [prompt for prompt in prompts for _ in range(num_samples)]
+    padded = tokenizer.pad({"input_ids": repeated}, padding=True, return_tensors="pt", padding_side="left")
+    output = model.generate(**padded, max_new_tokens=max_new_tokens, do_sample=False,
+                            pad_token_id=tokenizer.pad_token_id, eos_token_id=2)
+    rows = []
+    for row in output[:, padded["input_ids"].shape[1]:].tolist():
+        rows.append(row[: row.index(2)] if 2 in row else row)
+    return rows
+
+
+def test_greedy_matches_generate_token_for_token(free_model) -> None:
+    model, tokenizer = free_model
+    prompts = prompts_of(tokenizer, QUESTIONS)
+    ours = decode(model, prompts, 2, DecodeSettings(24, 0.0, 1.0), pad_token_id=2, stop_ids=[2], seed=0)
+    assert ours == reference_generate(model, tokenizer, prompts, 2, 24)
+
+
+def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(free_model) -> None:
+    model, tokenizer = free_model
+    prompts = prompts_of(tokenizer, QUESTIONS)
+    settings = DecodeSettings(16, 0.0, 1.0)
+    together = decode(model, prompts, 1, settings, pad_token_id=2, stop_ids=[2], seed=0)
+    # pretend the most common first token ends a turn: those rows stop at once, the others go on unchanged
+    first = together[0][0]
+    stopped = decode(model, prompts, 1, settings, pad_token_id=2, stop_ids=[2, first], seed=0)
+    for full, short in zip(together, stopped):
+        expected = full[: full.index(first)] if first in full else full
+        assert short == expected
+
+
+def test_sampling_is_reproducible_and_varied(free_model) -> None:
+    model, tokenizer = free_model
+    prompts = prompts_of(tokenizer, QUESTIONS[:2])
+    settings = DecodeSettings(12, 1.0, 0.9)
+    first = decode(model, prompts, 4, settings, pad_token_id=2, stop_ids=[2], seed=7)
+    assert first == decode(model, prompts, 4, settings, pad_token_id=2, stop_ids=[2], seed=7)
+    assert len(first) == 8 and len({tuple(row) for row in first}) > 1
+
+
+def test_top_p_keeps_exactly_the_nucleus() -> None:
+    # probabilities 0.5, 0.3, 0.15, 0.05: top_p 0.75 keeps the first two (0.5 < 0.75, 0.8 >= 0.75)
+    logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log().repeat(2000, 1)
+    generator = torch.Generator().manual_seed(0)
+    tokens = sample_next(logits, DecodeSettings(1, 1.0, 0.75), generator)
+    counts = torch.bincount(tokens, minlength=4).float() / 2000
+    assert counts[2] == 0 and counts[3] == 0
+    assert abs(counts[0] - 0.625) < 0.05  # 0.5 / 0.8
+
+
+def test_wide_nucleus_falls_back_to_a_full_sort() -> None:
+    logits = torch.zeros(3, 1000)  # uniform: the nucleus of 0.9 holds 900 tokens, more than the shortlist
+    tokens = sample_next(logits, DecodeSettings(1, 1.0, 0.9), torch.Generator().manual_seed(0))
+    assert tokens.shape == (3,)
+    probs = torch.full((1, 1000), 1 / 1000)
+    sorted_scores, sorted_ids = probs.log().sort(descending=True)
+    picks = {int(_nucleus_sample(sorted_scores, sorted_ids, torch.zeros(1, 1), 0.9, torch.Generator().manual_seed(s)))
+             for s in range(200)}
+    assert max(picks) > 256, "tokens beyond the 256-token shortlist can be drawn"
+
+
+def test_stop_ids_come_from_model_and_tokenizer(free_model) -> None:
+    model, tokenizer = free_model
+    assert 2 in stop_token_ids(model, tokenizer)
+
+
+@pytest.mark.slow
+def test_bundled_model_greedy_matches_generate(smollm_tokenizer_dir: Path) -> None:
+    model = AutoModelForCausalLM.from_pretrained(smollm_tokenizer_dir, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(smollm_tokenizer_dir)
+    prompts = prompts_of(tokenizer, QUESTIONS)
+    ours = decode(model, prompts, 1, DecodeSettings(32, 0.0, 1.0), pad_token_id=2, stop_ids=[2], seed=0)
+    assert ours == reference_generate(model, tokenizer, prompts, 1, 32)

@@ -6,16 +6,17 @@ frozen by PEFT, so each iteration's result is a few MB of adapter.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import torch
 from datasets import Dataset
-from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, Trainer, TrainingArguments
 
 from stasc.config import StascConfig
 from stasc.policy import Policy
@@ -49,6 +50,34 @@ def build_training_dataset(
     return Dataset.from_list(kept), skipped
 
 
+def make_collator(policy: Policy, packing: bool) -> Any:
+    """Packing concatenates a batch into one row with restarting position ids (no padding)."""
+    if packing:
+        return DataCollatorWithFlattening()
+    return DataCollatorForSeq2Seq(policy.tokenizer, padding=True, label_pad_token_id=-100)
+
+
+@contextlib.contextmanager
+def training_mode(policy: Policy) -> Iterator[None]:
+    """Train mode, right padding, and no KV cache.
+
+    Without use_cache=False the model builds a cache even in training, and transformers
+    then skips the block-diagonal mask of packed rows, so packed conversations would
+    attend to each other.
+    """
+    config = policy.model.get_base_model().config
+    use_cache = config.use_cache
+    config.use_cache = False
+    policy.tokenizer.padding_side = "right"
+    policy.model.train()
+    try:
+        yield
+    finally:
+        config.use_cache = use_cache
+        policy.tokenizer.padding_side = "left"
+        policy.model.eval()
+
+
 def train_adapter(
     policy: Policy, conversations: Sequence[Sequence[Message]], config: StascConfig, *, seed: int
 ) -> TrainingReport:
@@ -80,15 +109,12 @@ def train_adapter(
             dataloader_pin_memory=False,
             disable_tqdm=False,
         )
-        collator = DataCollatorForSeq2Seq(policy.tokenizer, padding=True, label_pad_token_id=-100)
-        policy.tokenizer.padding_side = "right"
-        policy.model.train()
-        try:
-            trainer = Trainer(model=policy.model, args=arguments, train_dataset=dataset, data_collator=collator)
+        with training_mode(policy):
+            trainer = Trainer(
+                model=policy.model, args=arguments, train_dataset=dataset,
+                data_collator=make_collator(policy, config.packing),
+            )
             output = trainer.train()
-        finally:
-            policy.tokenizer.padding_side = "left"
-            policy.model.eval()
     policy.mark_trained()
     supervised = sum(sum(1 for label in labels if label != -100) for labels in dataset["labels"])
     return TrainingReport(

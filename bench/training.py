@@ -1,0 +1,118 @@
+"""LoRA fine-tuning throughput of stasc's training step against a plain float32 Trainer run.
+
+    python bench/training.py --quick        # 64 examples
+    python bench/training.py                # 256 examples
+
+Both fine-tune the same LoRA (r 8, all linear layers) of the bundled model on the same
+conversations (built-in questions with a wrong first answer and a corrected second one,
+loss only on the correction), one epoch, batch 8, same seed. The baseline is what one
+would write with Trainer: float32 weights, padded batches. stasc's step is
+stasc.training.train_adapter as the loop calls it. Reports processed tokens per second
+(all tokens of each conversation) and the final training loss of both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import append_result  # noqa: E402
+from stasc.config import DEFAULT_CORRECTION_INSTRUCTIONS, DEFAULT_INSTRUCTIONS, StascConfig  # noqa: E402
+from stasc.data import load_qa_splits  # noqa: E402
+from stasc.loop import lora_config  # noqa: E402
+from stasc.models import load_model, load_tokenizer, pick_dtype, resolve_model_path  # noqa: E402
+from stasc.policy import Policy  # noqa: E402
+from stasc.prompts import training_messages  # noqa: E402
+from stasc.tokenization import tokenize_conversation  # noqa: E402
+from stasc.training import train_adapter  # noqa: E402
+
+
+def conversations(count: int) -> list[list[dict[str, str]]]:
+    train, test = load_qa_splits("builtin", max_train=count)
+    pool = train + test
+    result = []
+    for index, example in enumerate(train[:count]):
+        wrong = pool[(index + 7) % len(pool)].answers[0]
+        result.append(training_messages(
+            example.question,
+            f"I think the answer is {wrong}, because it is the first thing that comes to mind.\nFinal Answer: {wrong}",
+            f"My first answer was wrong. The correct answer is {example.answers[0]}.\nFinal Answer: {example.answers[0]}",
+            DEFAULT_INSTRUCTIONS, DEFAULT_CORRECTION_INSTRUCTIONS,
+        ))
+    return result
+
+
+def plain_trainer(path: str, rows: list[list[dict[str, str]]], config: StascConfig) -> tuple[float, float]:
+    """Seconds and final loss of a textbook float32 Trainer + LoRA run."""
+    from datasets import Dataset
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+    tokenizer = load_tokenizer(path)
+    tokenizer.padding_side = "right"
+    torch.manual_seed(config.seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), lora_config(config))
+    dataset = Dataset.from_list([tokenize_conversation(tokenizer, row) for row in rows])
+    with tempfile.TemporaryDirectory() as scratch:
+        arguments = TrainingArguments(
+            output_dir=scratch, per_device_train_batch_size=config.train_batch_size, num_train_epochs=1,
+            learning_rate=config.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.03, weight_decay=0.1,
+            save_strategy="no", report_to=[], seed=config.seed, logging_steps=1000, disable_tqdm=True,
+            dataloader_pin_memory=False,
+        )
+        trainer = Trainer(model=model, args=arguments, train_dataset=dataset,
+                          data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
+        start = time.perf_counter()
+        output = trainer.train()
+        return time.perf_counter() - start, float(output.training_loss)
+
+
+def stasc_step(path: str, rows: list[list[dict[str, str]]], config: StascConfig) -> tuple[float, float]:
+    tokenizer = load_tokenizer(path)
+    policy = Policy(load_model(path, dtype=pick_dtype(config.dtype)), tokenizer, lora_config(config), seed=config.seed)
+    start = time.perf_counter()
+    report = train_adapter(policy, rows, config, seed=config.seed)
+    return time.perf_counter() - start, report.train_loss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--examples", type=int, default=256)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    count = 64 if args.quick else args.examples
+    path = resolve_model_path("bundled")
+    rows = conversations(count)
+    tokenizer = load_tokenizer(path)
+    tokens = sum(len(tokenize_conversation(tokenizer, row)["input_ids"]) for row in rows)
+    config = StascConfig(log_level="warning")
+    stasc_step(path, rows[:8], config)  # warm up kernels
+    base_seconds, base_loss = plain_trainer(path, rows, config)
+    our_seconds, our_loss = stasc_step(path, rows, config)
+    base_rate, our_rate = tokens / base_seconds, tokens / our_seconds
+    lines = [
+        f"- setting: {len(rows)} conversations ({tokens} tokens, {math.ceil(len(rows) / 8)} steps of 8), LoRA r 8 "
+        f"all-linear, 1 epoch, lr {config.learning_rate}",
+        f"- plain float32 Trainer: {base_rate:.0f} tok/s, final loss {base_loss:.3f}; stasc: {our_rate:.0f} tok/s "
+        f"({pick_dtype(config.dtype)} base weights, packing {config.packing}), final loss {our_loss:.3f}; "
+        f"**speedup {our_rate / base_rate:.2f}x**",
+    ]
+    if not args.no_write:
+        append_result("Training" + (" (quick)" if args.quick else ""), lines)
+    print("\n".join(lines))
+    print(f"speedup_vs_trainer={our_rate / base_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()

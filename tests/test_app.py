@@ -1,0 +1,501 @@
+"""The Gradio app: handlers called directly with the tiny model, the app served for real and driven
+with gradio_client, `python app.py` with nothing but the bundled model, and a real browser."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+import pytest
+import torch
+
+from stasc.app import handlers as handlers_module
+from stasc.app.catalog import BUNDLED_KEY, Catalog, parse_hub_spec
+from stasc.app.cli import create_app, parse_args
+from stasc.app.engine import Engine
+from stasc.app.handlers import CORRECTION_TITLE, Handlers, builtin_examples, model_conversation, normalize_history
+from stasc.app.ui import launch
+from stasc.errors import StascError
+from stasc.manifest import TRANSITIONS, read_manifest
+from stasc.prompts import correction_messages, initial_messages
+from stasc.rewards import in_accuracy
+from stasc.sources import RunSource, load_iteration
+from stasc.tokenization import render_prompt
+
+from conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "local:tiny"
+QUESTIONS = ("Which city is test 1?", "Which city is test 2?", "Where is the tower?", "Name a city.")
+
+
+def artifacts_dir() -> Path:
+    """Where screenshots go: $STASC_TEST_ARTIFACTS, else tests/artifacts (git-ignored)."""
+    directory = Path(os.environ.get("STASC_TEST_ARTIFACTS") or ROOT / "tests" / "artifacts")
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A runs directory holding the tiny run as 'tiny', next to a folder that is not a run."""
+    root = tmp_path_factory.mktemp("runs")
+    shutil.copytree(tiny_run, root / "tiny")
+    (root / "notes").mkdir()
+    return root
+
+
+@pytest.fixture(scope="module")
+def handlers(runs_dir: Path) -> Handlers:
+    return Handlers(Catalog(runs_dir, []), Engine(), dtype="float32")
+
+
+def greedy(source: RunSource, iteration: int, messages: list[dict[str, str]], max_new_tokens: int) -> str:
+    """What the run's own model (loaded by stasc.sources, not the app) says greedily to a conversation."""
+    loaded = load_iteration(source, iteration, dtype="float32")
+    ids = loaded.tokenizer(render_prompt(loaded.tokenizer, messages), return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        output = loaded.model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, top_k=None,
+                                       pad_token_id=loaded.tokenizer.pad_token_id)
+    return loaded.tokenizer.decode(output[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def last(items: Iterator[Any]) -> Any:
+    values = list(items)
+    assert values, "the handler yielded nothing"
+    return values[-1]
+
+
+# Which runs are offered
+
+
+def test_catalog_offers_local_runs_configured_hub_repos_and_else_the_bundled_model(
+    runs_dir: Path, tmp_path: Path
+) -> None:
+    catalog = Catalog(runs_dir, ["stasc-test/tiny-run", "org/other@v1"])
+    assert catalog.choices() == [
+        (str(runs_dir / "tiny"), "local:tiny"),
+        ("hf://stasc-test/tiny-run", "hub:stasc-test/tiny-run"),
+        ("hf://org/other@v1", "hub:org/other@v1"),
+    ]
+    assert catalog.get("hub:org/other@v1").source == RunSource("org/other", "v1")
+    empty = Catalog(tmp_path / "missing", [])
+    assert [key for _, key in empty.choices()] == [BUNDLED_KEY]
+    assert "Bundled base model" in empty.choices()[0][0]
+    # A run directory given directly is itself the run.
+    assert [key for _, key in Catalog(runs_dir / "tiny", []).choices()] == ["local:."]
+    for typed in ("local:../tiny", str(runs_dir / "tiny"), "hub:evil/repo", None, 3):
+        with pytest.raises(StascError, match="Unknown run: pick one from the Run list"):
+            catalog.get(typed)
+    with pytest.raises(StascError, match="Invalid Hub repository id"):
+        parse_hub_spec("not a repo")
+
+
+def test_refresh_finds_a_run_started_after_the_app(runs_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    root.mkdir()
+    catalog = Catalog(root, [])
+    assert [key for _, key in catalog.choices()] == [BUNDLED_KEY]
+    (root / "later").mkdir()
+    shutil.copy(runs_dir / "tiny" / "run.json", root / "later" / "run.json")
+    catalog.refresh()
+    assert [key for _, key in catalog.choices()] == ["local:later"]
+
+
+def test_flags_and_environment_pick_the_sources(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STASC_RUNS_DIR", raising=False)
+    monkeypatch.delenv("STASC_HUB_REPOS", raising=False)
+    defaults = parse_args([])
+    assert (defaults.runs_dir, defaults.hub_repo, defaults.no_local_runs) == ("runs", [], False)
+    assert (defaults.host, defaults.port, defaults.dtype) == (None, None, None)
+    monkeypatch.setenv("STASC_RUNS_DIR", "/data/runs")
+    monkeypatch.setenv("STASC_HUB_REPOS", "a/b, c/d@v2")
+    from_env = parse_args([])
+    assert (from_env.runs_dir, from_env.hub_repo) == ("/data/runs", ["a/b", "c/d@v2"])
+    flags = parse_args(["--runs-dir", "elsewhere", "--hub-repo", "x/y", "--hub-repo", "z/w", "--no-local-runs"])
+    assert (flags.runs_dir, flags.hub_repo, flags.no_local_runs) == ("elsewhere", ["x/y", "z/w"], True)
+    with pytest.raises(SystemExit):
+        parse_args(["--concurrency", "0"])
+
+
+def test_select_source_lists_iterations_with_their_metrics(handlers: Handlers, runs_dir: Path) -> None:
+    manifest = read_manifest(runs_dir / "tiny")
+    view = handlers.select_source(KEY)
+    assert [value for _, value in view.iterations] == [0, 1, 2]
+    assert view.latest == 2
+    first = manifest["iterations"][0]["metrics"]
+    assert view.iterations[0][0] == (
+        f"0 · base model (initial {first['initial_in_acc']:.2f} → correction {first['correction_in_acc']:.2f})"
+    )
+    assert "variant EIE" in view.info and "iteration 2" in view.info
+    assert view.temperature == manifest["config"]["temperature"]
+    assert view.max_new_tokens == 8  # the run's 4 tokens, raised to the slider's minimum
+    assert "the base model" in handlers.run_info(KEY, "0")
+
+
+# Compare
+
+
+def test_compare_streams_the_answer_then_its_correction_built_exactly_like_training(
+    handlers: Handlers, runs_dir: Path
+) -> None:
+    source = RunSource(str(runs_dir / "tiny"))
+    config = read_manifest(runs_dir / "tiny")["config"]
+    question = "Which city is test 1?"
+    panels = list(handlers.compare(KEY, 2, question, "London; Londres", 0, 8))
+    final = panels[-1]
+    expected_initial = greedy(source, 2, initial_messages(question, config["instructions"]), 8)
+    assert final.initial == expected_initial
+    correction_prompt = correction_messages(
+        question, expected_initial, config["instructions"], config["correction_instructions"]
+    )
+    assert final.correction == greedy(source, 2, correction_prompt, 8)
+    # Streamed: the initial answer grows first while the correction waits, then the correction grows.
+    assert len(panels) > 3
+    assert panels[0].correction == "" and panels[0].correction_final == handlers_module.PENDING
+    assert all(final.initial.startswith(panel.initial.strip()) for panel in panels)
+    assert all(final.correction.startswith(panel.correction.strip()) for panel in panels)
+    for text, shown in ((final.initial, final.initial_final), (final.correction, final.correction_final)):
+        correct = in_accuracy(text, ["London", "Londres"]) == 1.0
+        assert ("✓ correct" if correct else "✗ incorrect") in shown
+    assert "→" in final.summary
+
+
+def test_verdicts_set_the_final_answer_apart() -> None:
+    text = "Paris is in France.\nFinal Answer: Paris"
+    assert handlers_module.verdict(text, ["Paris"], "final_answer") == "**Final answer:** `Paris` **✓ correct**"
+    assert handlers_module.verdict(text, [], "full") == "**Final answer:** `Paris`"
+    assert "No “Final Answer:” line" in handlers_module.verdict("London", ["Paris"], "full")
+    assert "fixed a wrong answer" in handlers_module.transition_summary("London", "Paris", ["Paris"], "full")
+    assert "broke a right answer" in handlers_module.transition_summary("Paris", "Rome", ["Paris"], "full")
+    assert "Add reference answers" in handlers_module.transition_summary("Rome", "Rome", [], "full")
+    assert handlers_module.parse_references(" Washington, D.C. ; DC ;") == ["Washington, D.C.", "DC"]
+
+
+def test_two_iterations_side_by_side_share_one_base_model(runs_dir: Path) -> None:
+    fresh = Handlers(Catalog(runs_dir, []), Engine(), dtype="float32")
+    source = RunSource(str(runs_dir / "tiny"))
+    config = read_manifest(runs_dir / "tiny")["config"]
+    question = "Which city is test 2?"
+    pair = last(fresh.compare_iterations(KEY, 0, 2, question, "", 0, 8))
+    assert pair.initial_a == greedy(source, 0, initial_messages(question, config["instructions"]), 8)
+    assert pair.initial_b == greedy(source, 2, initial_messages(question, config["instructions"]), 8)
+    assert "Correction:" in pair.summary_a and "Add reference answers" in pair.summary_b
+    last(fresh.compare(KEY, 1, question, "", 0, 8))
+    last(fresh.compare(KEY, 2, question, "", 0, 8))
+    assert (fresh.engine.base_loads, fresh.engine.adapter_loads) == (1, 2)
+
+
+def test_adapters_beyond_the_cache_size_are_evicted_least_recently_used_first(runs_dir: Path) -> None:
+    engine = Engine(max_adapters=1)
+    small = Handlers(Catalog(runs_dir, []), engine, dtype="float32")
+    for iteration in (1, 2, 1):
+        last(small.compare(KEY, iteration, "Which city?", "", 0, 8))
+    assert (engine.base_loads, engine.adapter_loads) == (1, 3)
+    (base,) = engine._bases.values()
+    assert len(base.adapters) == 1 and len(base.model.peft_config) == 1
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ((KEY, 2, "", "", 0, 8), "Type a question first"),
+        ((KEY, 2, "q" * 501, "", 0, 8), "501 characters long; the limit is 500"),
+        ((KEY, 2, "Which city?", "x" * 301, 0, 8), "reference answers is 301 characters"),
+        ((KEY, 7, "Which city?", "", 0, 8), r"has iterations 0..2; pick one of them \(got 7\)"),
+        ((KEY, "../iteration_02", "Which city?", "", 0, 8), "pick one of them"),
+        ((KEY, 1.5, "Which city?", "", 0, 8), "pick one of them"),
+        (("local:../../etc", 2, "Which city?", "", 0, 8), "Unknown run"),
+        ((KEY, 2, "Which city?", "", 2.0, 8), "Temperature must be between 0.0 and 1.5"),
+        ((KEY, 2, "Which city?", "", 0, 4096), "Max new tokens must be between 8 and 512"),
+        ((KEY, 2, "Which city?", "", "hot", 8), "must be numbers"),
+    ],
+)
+def test_bad_input_is_refused_with_a_message_that_says_what_to_do(
+    handlers: Handlers, arguments: tuple[Any, ...], message: str
+) -> None:
+    with pytest.raises(gr.Error, match=message):
+        list(handlers.compare(*arguments))
+
+
+def test_unexpected_failures_reach_the_visitor_without_a_stack_trace(
+    handlers: Handlers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Iterator[str]:
+        raise RuntimeError("internal detail at engine.py line 12")
+        yield ""
+
+    monkeypatch.setattr(handlers.engine, "stream", broken)
+    with pytest.raises(gr.Error) as caught:
+        list(handlers.compare(KEY, 2, "Which city?", "", 0, 8))
+    assert "Something went wrong (RuntimeError)" in caught.value.message
+    assert "engine.py" not in caught.value.message and caught.value.__cause__ is None
+
+
+def test_a_model_that_needs_remote_code_is_refused_unless_allowed(runs_dir: Path, tmp_path: Path) -> None:
+    run = shutil.copytree(runs_dir / "tiny", tmp_path / "runs" / "remote")
+    manifest = (run / "run.json").read_text().replace('"trust_remote_code": false', '"trust_remote_code": true')
+    (run / "run.json").write_text(manifest)
+    guarded = Handlers(Catalog(tmp_path / "runs", []), Engine(), dtype="float32")
+    with pytest.raises(gr.Error, match="Restart the app with --trust-remote-code"):
+        list(guarded.compare("local:remote", 1, "Which city?", "", 0, 8))
+
+
+# Chat
+
+
+def test_chat_replies_then_self_corrects_and_the_model_sees_the_training_layout(
+    handlers: Handlers, runs_dir: Path
+) -> None:
+    config = read_manifest(runs_dir / "tiny")["config"]
+    steps = list(handlers.chat(KEY, 2, "Which city is test 3?", [], True, True, 0, 8))
+    history = steps[-1]
+    assert [message["role"] for message in history] == ["user", "assistant", "assistant"]
+    assert history[2]["metadata"] == {"title": CORRECTION_TITLE} and "metadata" not in history[1]
+    assert any(len(step) == 2 for step in steps)  # the reply streamed before the correction began
+    conversation = model_conversation(history, config["instructions"], config["correction_instructions"], True)
+    assert conversation == [
+        *initial_messages("Which city is test 3?", config["instructions"]),
+        {"role": "assistant", "content": history[1]["content"]},
+        {"role": "user", "content": config["correction_instructions"]},
+        {"role": "assistant", "content": history[2]["content"]},
+    ]
+    # Gradio sends content as a list of parts; a second round and a manual correction continue the chat.
+    as_sent = [{"role": m["role"], "content": [{"type": "text", "text": m["content"]}], "metadata": m.get("metadata"),
+                "options": None} for m in history]
+    assert normalize_history(as_sent) == history
+    longer = last(handlers.chat(KEY, 2, "And test 4?", as_sent, False, True, 0, 8))
+    assert [message["role"] for message in longer] == ["user", "assistant", "assistant", "user", "assistant"]
+    corrected = last(handlers.correct_last(KEY, 1, longer, True, 0, 8))
+    assert len(corrected) == 6 and corrected[-1]["metadata"] == {"title": CORRECTION_TITLE}
+    plain = model_conversation(longer[:1], config["instructions"], config["correction_instructions"], False)
+    assert plain == [{"role": "user", "content": "Which city is test 3?"}]
+
+
+def test_chat_limits(handlers: Handlers, runs_dir: Path) -> None:
+    with pytest.raises(gr.Error, match="no reply to correct yet"):
+        list(handlers.correct_last(KEY, 2, [], True, 0, 8))
+    with pytest.raises(gr.Error, match="Type a message first"):
+        list(handlers.chat(KEY, 2, "  ", [], True, True, 0, 8))
+    full = [{"role": role, "content": "x"} for _ in range(20) for role in ("user", "assistant")]
+    with pytest.raises(gr.Error, match="reached 40 messages. Press Clear"):
+        list(handlers.chat(KEY, 2, "more", full, True, True, 0, 8))
+    with pytest.raises(gr.Error, match="a message over 6000 characters"):
+        list(handlers.chat(KEY, 2, "hi", [{"role": "user", "content": "x" * 6001}], True, True, 0, 8))
+    with pytest.raises(gr.Error, match="not a conversation"):
+        list(handlers.chat(KEY, 2, "hi", [{"role": "system", "content": "x"}], True, True, 0, 8))
+    short = Handlers(Catalog(runs_dir, []), Engine(max_prompt_tokens=40), dtype="float32")
+    with pytest.raises(gr.Error, match=r"too long for this app \(\d+ tokens, limit 40\)"):
+        list(short.chat(KEY, 2, "Which city?", [], True, True, 0, 8))
+
+
+# Metrics and data
+
+
+def test_metrics_come_from_the_manifest(handlers: Handlers, runs_dir: Path) -> None:
+    iterations = read_manifest(runs_dir / "tiny")["iterations"]
+    view = handlers.metrics(KEY)
+    accuracy = view.accuracy.set_index(["iteration", "answers"])["in-accuracy"]
+    transitions = view.transitions.set_index(["iteration", "transition"])["rate"]
+    for entry in iterations:
+        label, metrics = str(entry["iteration"]), entry["metrics"]
+        assert accuracy[(label, "initial answer")] == metrics["initial_in_acc"]
+        assert accuracy[(label, "self-correction")] == metrics["correction_in_acc"]
+        for name, shown in handlers_module.TRANSITION_LABELS.items():
+            assert transitions[(label, shown)] == metrics[name]
+    assert list(view.table["iteration"]) == [0, 1, 2]
+    assert list(view.table["kept examples"]) == ["-", *(str(entry["kept_examples"]) for entry in iterations[1:])]
+    assert list(view.table.columns[-4:]) == [handlers_module.TRANSITION_LABELS[name] for name in TRANSITIONS]
+    assert "from iteration 0 to 2" in view.summary
+
+
+def test_data_tab_browses_each_table_of_an_iteration(
+    handlers: Handlers, runs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = runs_dir / "tiny"
+    manifest = read_manifest(run)
+    note, evaluation = handlers.data(KEY, 1, "evaluation")
+    saved = pd.read_parquet(run / manifest["iterations"][1]["evaluation"])
+    assert "4 rows" in note and list(evaluation["question"]) == list(saved["question"])
+    assert list(evaluation["answers"]) == ["; ".join(answers) for answers in saved["answers"]]
+    _, train = handlers.data(KEY, 1, "train_data")
+    assert len(train) == manifest["iterations"][1]["kept_examples"]
+    assert train["messages"].iloc[0].startswith("[user] ") and "\n[assistant] " in train["messages"].iloc[0]
+    for kind in ("corrections", "initial_answers"):
+        assert len(handlers.data(KEY, 2, kind)[1]) == len(pd.read_parquet(run / manifest["iterations"][2][kind]))
+    assert handlers.data(KEY, 0, "train_data")[0].startswith("Iteration 0 is the base model")
+    monkeypatch.setattr(handlers_module, "MAX_TABLE_ROWS", 2)
+    note, shown = handlers.data(KEY, 1, "corrections")
+    assert len(shown) == 2 and "(showing the first 2)" in note
+    with pytest.raises(gr.Error, match="Pick a table"):
+        handlers.data(KEY, 1, "../run.json")
+
+
+def test_the_bundled_model_is_offered_with_nothing_else(tmp_path: Path) -> None:
+    bare = Handlers(Catalog(tmp_path, []), Engine())
+    view = bare.select_source(BUNDLED_KEY)
+    assert view.iterations == [("0 · base model", 0)] and "bundled base model" in view.info
+    assert view.max_new_tokens == 64
+    metrics = bare.metrics(BUNDLED_KEY)
+    assert metrics.accuracy.empty and metrics.table.empty and "python train.py" in metrics.summary
+    assert "python train.py" in bare.data(BUNDLED_KEY, 0, "evaluation")[0]
+    with pytest.raises(gr.Error, match="pick one of them"):
+        list(bare.compare(BUNDLED_KEY, 1, "Which city?", "", 0, 8))
+
+
+def test_examples_come_from_the_builtin_test_split() -> None:
+    from stasc.data import load_qa_splits
+
+    _, test = load_qa_splits("builtin")
+    assert builtin_examples(3) == [[example.question, "; ".join(example.answers)] for example in test[:3]]
+
+
+# The app served for real
+
+
+@pytest.fixture(scope="module")
+def served(runs_dir: Path) -> Iterator[tuple[str, Handlers]]:
+    """The app over the runs directory, launched on a free port."""
+    demo, app_handlers = create_app(parse_args(["--runs-dir", str(runs_dir), "--dtype", "float32"]))
+    port = free_port()
+    launch(demo, host="127.0.0.1", port=port, block=False)
+    yield f"http://127.0.0.1:{port}/", app_handlers
+    demo.close()
+
+
+def test_the_served_app_is_driven_with_gradio_client(served: tuple[str, Handlers]) -> None:
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    url, app_handlers = served
+    client = Client(url, verbose=False)
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/compare", "/compare_iterations", "/chat", "/correct_last", "/metrics", "/data", "/run_info",
+            "/refresh"} <= set(endpoints)
+    job = client.submit(KEY, 2, "Which city is test 1?", "London", 0, 8, api_name="/compare")
+    initial, initial_final, correction, correction_final, summary = job.result(timeout=120)
+    expected = last(app_handlers.compare(KEY, 2, "Which city is test 1?", "London", 0, 8))
+    assert (initial, correction, summary) == (expected.initial, expected.correction, expected.summary)
+    assert initial_final == expected.initial_final and correction_final == expected.correction_final
+    assert len(job.outputs()) > 2  # streamed, not sent once at the end
+
+    pair = client.predict(KEY, 0, 2, "Which city is test 1?", "", 0, 8, api_name="/compare_iterations")
+    assert pair[3] == initial and "Correction:" in pair[2]
+
+    history = client.predict(KEY, 2, "Which city is test 1?", [], True, True, 0, 8, api_name="/chat")
+    assert [message["role"] for message in history] == ["user", "assistant", "assistant"]
+    assert history[2]["metadata"]["title"] == CORRECTION_TITLE
+    corrected = client.predict(KEY, 2, history, True, 0, 8, api_name="/correct_last")
+    assert len(corrected) == 4
+
+    summary_text, accuracy_plot, transitions_plot, table = client.predict(KEY, api_name="/metrics")
+    assert "from iteration 0 to 2" in summary_text and table["data"][0][0] == 0
+    note, rows = client.predict(KEY, 1, "evaluation", api_name="/data")
+    assert "4 rows" in note and len(rows["data"]) == 4
+    assert "the base model" in client.predict(KEY, 0, api_name="/run_info")
+
+    with pytest.raises(AppError, match="501 characters long; the limit is 500"):
+        client.predict(KEY, 2, "q" * 501, "", 0, 8, api_name="/compare")
+    with pytest.raises(AppError, match="not in the list of choices"):
+        client.predict("/etc/passwd", 2, "Which city?", "", 0, 8, api_name="/compare")
+    with pytest.raises(AppError, match="pick one of them"):
+        client.predict(KEY, "../../etc", "Which city?", "", 0, 8, api_name="/compare")
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the app exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"the app did not start within {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def app_environment(**extra: str) -> dict[str, str]:
+    """The environment of a fresh shell: no run or Hub settings of the caller, no Gradio analytics."""
+    skipped = ("STASC_RUNS", "STASC_HUB", "GRADIO_")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(skipped)}
+    return {**env, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1", **extra}
+
+
+@pytest.mark.slow
+def test_python_app_py_serves_the_bundled_model_when_nothing_else_exists(
+    tmp_path: Path, smollm_tokenizer_dir: Path
+) -> None:
+    from gradio_client import Client
+
+    port = free_port()
+    log = tmp_path / "app.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port)], cwd=tmp_path,
+                                   env=app_environment(), stdout=output, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, process, log)
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        initial, initial_final, correction, correction_final, summary = client.predict(
+            BUNDLED_KEY, 0, "What is the capital of France?", "Paris", 0, 24, api_name="/compare"
+        )
+        assert initial and correction and "→" in summary
+        assert "correct" in initial_final and "correct" in correction_final
+        assert "python train.py" in client.predict(BUNDLED_KEY, api_name="/metrics")[0]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.slow
+def test_a_real_browser_asks_a_question_and_sees_both_answers(served: tuple[str, Handlers]) -> None:
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("Debian's Chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    url, app_handlers = served
+    # A question the tiny model answers and corrects with some text under greedy decoding.
+    for question in QUESTIONS:
+        expected = last(app_handlers.compare(KEY, 2, question, "Rome", 0, 8))
+        if expected.initial and expected.correction:
+            break
+    else:
+        pytest.fail("the tiny model said nothing to any candidate question")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(url)
+            page.wait_for_selector("#iteration input", timeout=60_000)
+            page.wait_for_function("document.querySelector('#run-info').innerText.includes('variant')", timeout=60_000)
+            page.get_by_text("Sampling", exact=True).click()
+            for slider, value in (("#temperature", "0"), ("#max-new-tokens", "8")):
+                page.fill(f"{slider} input[type=number]", value)
+                page.press(f"{slider} input[type=number]", "Enter")
+            page.fill("#question textarea", question)
+            page.fill("#references textarea", "Rome")
+            page.click("#ask")
+            page.wait_for_function(
+                "document.querySelector('#summary').innerText.includes('→')", timeout=120_000
+            )
+            page.screenshot(path=str(artifacts_dir() / "app-compare.png"), full_page=True)
+            assert page.input_value("#initial-answer textarea") == expected.initial
+            assert page.input_value("#correction textarea") == expected.correction
+            assert "Final" in page.inner_text("#initial-final") or "last line" in page.inner_text("#initial-final")
+            assert "correct" in page.inner_text("#correction-final")
+        finally:
+            browser.close()

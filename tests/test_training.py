@@ -1,0 +1,72 @@
+"""LoRA fine-tuning: what is trained, and that packing gives the same loss as padding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from stasc.config import StascConfig
+from stasc.loop import lora_config
+from stasc.models import load_model, load_tokenizer
+from stasc.policy import Policy
+from stasc.prompts import training_messages
+from stasc.tokenization import tokenize_conversation
+from stasc.training import make_collator, train_adapter, training_mode
+
+CONVERSATIONS = [
+    training_messages(f"Which city is number {i}?", "Rome" * (i % 3 + 1), " London" * (i % 4 + 1), "Answer.", "Correct it.")
+    for i in range(6)
+]
+
+
+@pytest.fixture()
+def policy(tiny_model_dir: Path) -> Policy:
+    """The tiny model with a float32 LoRA adapter, without dropout so forward passes compare exactly."""
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    model = load_model(str(tiny_model_dir), dtype=torch.float32)
+    return Policy(model, tokenizer, lora_config(StascConfig(lora_dropout=0.0)), seed=0)
+
+
+def test_packed_batch_has_the_same_loss_and_gradients_as_a_padded_one(policy: Policy) -> None:
+    rows = [tokenize_conversation(policy.tokenizer, conversation) for conversation in CONVERSATIONS]
+    with torch.no_grad():  # LoRA B is zero at start; move it so adapters take part in the comparison
+        for name, parameter in policy.model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.02)
+    losses, gradients = [], []
+    with training_mode(policy):
+        padded = make_collator(policy, packing=False)(rows)
+        packed = make_collator(policy, packing=True)(rows)
+        assert packed["input_ids"].shape[0] == 1 and "attention_mask" not in packed
+        for batch in (padded, packed):
+            policy.model.zero_grad()
+            loss = policy.model(**batch).loss
+            loss.backward()
+            losses.append(loss.item())
+            gradients.append(torch.cat([p.grad.flatten() for p in policy.model.parameters() if p.grad is not None]))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    assert torch.allclose(gradients[0], gradients[1], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_training_moves_only_the_adapter(policy: Policy, packing: bool) -> None:
+    base = {n: p.detach().clone() for n, p in policy.model.named_parameters() if "lora_" not in n}
+    lora = {n: p.detach().clone() for n, p in policy.model.named_parameters() if "lora_" in n}
+    config = StascConfig(train_batch_size=2, learning_rate=1e-2, packing=packing)
+    report = train_adapter(policy, CONVERSATIONS, config, seed=0)
+    assert report.examples == 6 and report.steps == 3 and report.train_loss > 0
+    assert report.supervised_tokens == sum(
+        sum(label != -100 for label in tokenize_conversation(policy.tokenizer, c)["labels"]) for c in CONVERSATIONS
+    )
+    after = dict(policy.model.named_parameters())
+    assert all(torch.equal(after[n], value) for n, value in base.items()), "base weights are frozen"
+    assert any(not torch.equal(after[n], value) for n, value in lora.items()), "the adapter learned"
+    assert policy.tokenizer.padding_side == "left", "generation padding is restored"
+
+
+def test_overlong_conversations_are_skipped(policy: Policy) -> None:
+    config = StascConfig(train_batch_size=2, max_seq_length=16)
+    with pytest.raises(ValueError, match="No training conversation fits --max-seq-length"):
+        train_adapter(policy, CONVERSATIONS, config, seed=0)

@@ -157,6 +157,18 @@ class StascConfig:
         64, "Sequences generated together in one batch (lower it if memory runs out)."
     )
 
+    # Backend
+    backend: str = _field(
+        "transformers",
+        "What samples answers: 'transformers' (CPU or one GPU, no extra install) or 'vllm' "
+        "(GPUs; pip install 'stasc[vllm]'), which applies each iteration's adapter as a LoRA request.",
+        ["transformers", "vllm"],
+    )
+    tensor_parallel_size: int = _field(1, "GPUs vLLM splits the model over (vllm backend only).")
+    gpu_memory_utilization: float = _field(
+        0.5, "Share of GPU memory vLLM may take; the rest is left to fine-tuning (vllm backend only)."
+    )
+
     # LoRA and training
     lora_r: int = _field(8, "LoRA rank.")
     lora_alpha: int = _field(16, "LoRA alpha (scaling = alpha / r).")
@@ -243,7 +255,7 @@ class StascConfig:
         at_least = {
             "iterations": 0, "n_init": 1, "n_corr": 1, "max_new_tokens": 1,
             "generation_batch_size": 1, "lora_r": 1, "lora_alpha": 1, "train_batch_size": 1,
-            "gradient_accumulation_steps": 1, "max_seq_length": 16,
+            "gradient_accumulation_steps": 1, "max_seq_length": 16, "tensor_parallel_size": 1,
         }
         for name, minimum in at_least.items():
             if getattr(self, name) < minimum:
@@ -261,6 +273,8 @@ class StascConfig:
             raise StascError(f"--top-p must satisfy 0 < p <= 1, got {self.top_p}.")
         if not 0 < self.test_fraction < 1:
             raise StascError(f"--test-fraction must satisfy 0 < f < 1, got {self.test_fraction}.")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise StascError(f"--gpu-memory-utilization must satisfy 0 < u <= 1, got {self.gpu_memory_utilization}.")
         if self.weight_decay < 0:
             raise StascError(f"--weight-decay must be at least 0, got {self.weight_decay}.")
         if self.train_batch_size % self.gradient_accumulation_steps:

@@ -79,6 +79,12 @@ class PolicySampler:
         return self.sampler.sample(conversations, num_samples, seed=seed, desc=desc)
 
 
+def make_sampler(config: StascConfig, policy: Policy, model_path: str) -> Sampler:
+    """The sampling backend the config asks for."""
+    settings = SamplingSettings(config.max_new_tokens, config.temperature, config.top_p, config.generation_batch_size)
+    return PolicySampler(policy, settings)
+
+
 def iteration_dir(run_dir: Path, iteration: int) -> Path:
     return run_dir / f"iteration_{iteration:02d}"
 
@@ -121,10 +127,7 @@ class StascRun:
         tokenizer = load_tokenizer(self.model_path, trust_remote_code=config.trust_remote_code)
         base = load_model(self.model_path, dtype=pick_dtype(config.dtype), trust_remote_code=config.trust_remote_code)
         self.policy = Policy(base, tokenizer, lora_config(config), seed=config.seed)
-        self.sampler: Sampler = PolicySampler(
-            self.policy,
-            SamplingSettings(config.max_new_tokens, config.temperature, config.top_p, config.generation_batch_size),
-        )
+        self.sampler: Sampler = make_sampler(config, self.policy, self.model_path)
         self.manifest = existing or self._new_manifest(fingerprint)
 
     def _new_manifest(self, fingerprint: str) -> dict[str, Any]:

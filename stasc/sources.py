@@ -17,6 +17,7 @@ import pandas as pd
 from stasc.errors import StascError
 from stasc.hub import check_repo_id, iteration_folder
 from stasc.manifest import check_manifest, read_manifest
+from stasc.storage import read_parquet
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,7 @@ def load_evaluation(source: RunSource, iteration: int, kind: str = "evaluation")
         path = Path(source.location).expanduser() / relative
     else:
         path = _hub_file(source, f"{iteration_folder(iteration)}/{Path(relative).name}", repo_type="dataset")
-    try:
-        return pd.read_parquet(path)
-    except Exception as error:  # pyarrow raises several types for damaged files
-        raise StascError(f"{path} cannot be read ({type(error).__name__}); rerun or re-push that iteration.") from None
+    return read_parquet(path)
 
 
 @dataclass

@@ -17,6 +17,8 @@ from typing import Any
 
 import pandas as pd
 
+from stasc.errors import StascError
+
 TEMP_PREFIX = ".tmp-"
 
 
@@ -75,3 +77,16 @@ def remove_leftovers(directory: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
         else:
             leftover.unlink(missing_ok=True)
+
+
+def read_parquet(path: Path) -> pd.DataFrame:
+    """Read a table the run wrote, turning a damaged file into an error that says how to recover."""
+    try:
+        return pd.read_parquet(path)
+    except FileNotFoundError:
+        raise StascError(f"{path} is missing. Delete its iteration directory and rerun the same command.") from None
+    except Exception as error:  # pyarrow raises several types for truncated or foreign files
+        raise StascError(
+            f"{path} is damaged ({type(error).__name__}: {str(error).splitlines()[0][:200]}). Delete it and rerun "
+            "the same command: that step is redone and nothing else is lost."
+        ) from None

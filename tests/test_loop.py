@@ -187,3 +187,24 @@ def test_empty_filter_carries_the_model_forward(tmp_path, tiny_model_dir, city_q
         assert entry["adapter"] is None, "M_n is M0 carried forward"
         assert "kept no corrections" in entry["warnings"][0]
     assert pd.read_parquet(Path(config.output_dir) / manifest["iterations"][1]["train_data"]).empty
+
+
+def test_damaged_files_are_named_with_the_way_out(tmp_path, tiny_run) -> None:
+    import shutil
+
+    from stasc.manifest import read_manifest as read
+
+    run_dir = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    config = StascConfig(**{**read(run_dir)["config"], "output_dir": str(run_dir), "iterations": 3})
+    corrections = run_dir / "iteration_01" / "corrections.parquet"
+    corrections.write_bytes(corrections.read_bytes()[:100])  # truncated by a crash or a full disk
+    (run_dir / "iteration_02" / "initial_answers.parquet").unlink()
+    adapter = run_dir / "iteration_02" / "adapter" / "adapter_model.safetensors"
+    adapter.write_bytes(adapter.read_bytes()[:50])
+    run = StascRun(config)
+    with pytest.raises(StascError, match=r"iteration_02/adapter/adapter_model.safetensors cannot be read.*rerun"):
+        run.run()  # iteration 3 starts from M_2, whose adapter is half-written
+    from stasc.storage import read_parquet
+
+    with pytest.raises(StascError, match=r"corrections.parquet is damaged.*Delete it and rerun"):
+        read_parquet(corrections)

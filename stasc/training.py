@@ -21,7 +21,7 @@ from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, Tra
 from stasc.config import StascConfig
 from stasc.policy import Policy
 from stasc.prompts import Message
-from stasc.tokenization import tokenize_conversation
+from stasc.tokenization import IGNORE_INDEX, tokenize_conversation
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +50,33 @@ def build_training_dataset(
     return Dataset.from_list(kept), skipped
 
 
+class PackedCorrectionCollator:
+    """Packs a batch into one row and asks the model for logits only where there is a label.
+
+    The loss covers only the correction turn, a small share of each conversation, and the
+    output layer (hidden x vocabulary, 49k words for SmolLM2) is the largest matrix of a
+    small model: computing it for supervised positions alone saves most of its cost and
+    the float32 logits of every other token. `shift_labels` holds the targets of the kept
+    positions, which both the model's loss and Trainer's token count use as they are.
+    """
+
+    def __init__(self) -> None:
+        self.flatten = DataCollatorWithFlattening()
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.flatten(rows)
+        targets = batch["labels"][0, 1:]  # position t predicts token t + 1
+        keep = (targets != IGNORE_INDEX).nonzero().squeeze(-1)
+        batch["logits_to_keep"] = keep
+        batch["shift_labels"] = targets[keep].unsqueeze(0)
+        return batch
+
+
 def make_collator(policy: Policy, packing: bool) -> Any:
-    """Packing concatenates a batch into one row with restarting position ids (no padding)."""
+    """Packed rows without padding (see PackedCorrectionCollator), or plain padded batches."""
     if packing:
-        return DataCollatorWithFlattening()
-    return DataCollatorForSeq2Seq(policy.tokenizer, padding=True, label_pad_token_id=-100)
+        return PackedCorrectionCollator()
+    return DataCollatorForSeq2Seq(policy.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
 
 
 @contextlib.contextmanager
@@ -116,7 +138,7 @@ def train_adapter(
             )
             output = trainer.train()
     policy.mark_trained()
-    supervised = sum(sum(1 for label in labels if label != -100) for labels in dataset["labels"])
+    supervised = sum(sum(1 for label in labels if label != IGNORE_INDEX) for labels in dataset["labels"])
     return TrainingReport(
         examples=len(dataset),
         skipped_too_long=skipped,

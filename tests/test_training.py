@@ -40,6 +40,8 @@ def test_packed_batch_has_the_same_loss_and_gradients_as_a_padded_one(policy: Po
         padded = make_collator(policy, packing=False)(rows)
         packed = make_collator(policy, packing=True)(rows)
         assert packed["input_ids"].shape[0] == 1 and "attention_mask" not in packed
+        supervised = sum(sum(label != -100 for label in row["labels"][1:]) for row in rows)
+        assert packed["logits_to_keep"].numel() == supervised < packed["input_ids"].shape[1] / 2
         for batch in (padded, packed):
             policy.model.zero_grad()
             loss = policy.model(**batch).loss

@@ -105,7 +105,7 @@ def main() -> None:
         f"- setting: {len(rows)} conversations ({tokens} tokens, {math.ceil(len(rows) / 8)} steps of 8), LoRA r 8 "
         f"all-linear, 1 epoch, lr {config.learning_rate}",
         f"- plain float32 Trainer: {base_rate:.0f} tok/s, final loss {base_loss:.3f}; stasc: {our_rate:.0f} tok/s "
-        f"({pick_dtype(config.dtype)} base weights, packing {config.packing}), final loss {our_loss:.3f}; "
+        f"({pick_dtype(config.dtype)} base weights), final loss {our_loss:.3f}; "
         f"**speedup {our_rate / base_rate:.2f}x**",
     ]
     if not args.no_write:

@@ -188,11 +188,6 @@ class StascConfig:
     )
     warmup_ratio: float = _field(0.03, "Fraction of steps spent warming up the learning rate.")
     weight_decay: float = _field(0.1, "AdamW weight decay.")
-    packing: bool = _field(
-        True,
-        "Concatenate each batch's conversations into one row without padding (attention stays "
-        "within each conversation); faster on CPUs. --no-packing pads instead.",
-    )
     max_seq_length: int = _field(
         768, "Longest training conversation in tokens; longer ones are skipped with a warning."
     )

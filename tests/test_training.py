@@ -1,4 +1,4 @@
-"""LoRA fine-tuning: what is trained, and that packing gives the same loss as padding."""
+"""LoRA fine-tuning: what is trained, and that the fast loss equals the model's own."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import TrainingArguments
 
 from stasc.config import StascConfig
 from stasc.loop import lora_config
@@ -13,7 +14,7 @@ from stasc.models import load_model, load_tokenizer
 from stasc.policy import Policy
 from stasc.prompts import training_messages
 from stasc.tokenization import tokenize_conversation
-from stasc.training import make_collator, train_adapter, training_mode
+from stasc.training import CorrectionTrainer, make_collator, train_adapter, training_mode
 
 CONVERSATIONS = [
     training_messages(f"Which city is number {i}?", "Rome" * (i % 3 + 1), " London" * (i % 4 + 1), "Answer.", "Correct it.")
@@ -29,34 +30,30 @@ def policy(tiny_model_dir: Path) -> Policy:
     return Policy(model, tokenizer, lora_config(StascConfig(lora_dropout=0.0)), seed=0)
 
 
-def test_packed_batch_has_the_same_loss_and_gradients_as_a_padded_one(policy: Policy) -> None:
+def test_loss_on_supervised_positions_equals_the_models_own_loss(policy: Policy, tmp_path: Path) -> None:
     rows = [tokenize_conversation(policy.tokenizer, conversation) for conversation in CONVERSATIONS]
     with torch.no_grad():  # LoRA B is zero at start; move it so adapters take part in the comparison
         for name, parameter in policy.model.named_parameters():
             if "lora_B" in name:
                 parameter.normal_(std=0.02)
+    trainer = CorrectionTrainer(model=policy.model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[]))
     losses, gradients = [], []
     with training_mode(policy):
-        padded = make_collator(policy, packing=False)(rows)
-        packed = make_collator(policy, packing=True)(rows)
-        assert packed["input_ids"].shape[0] == 1 and "attention_mask" not in packed
-        supervised = sum(sum(label != -100 for label in row["labels"][1:]) for row in rows)
-        assert packed["logits_to_keep"].numel() == supervised < packed["input_ids"].shape[1] / 2
-        for batch in (padded, packed):
+        batch = make_collator(policy)(rows)
+        for compute in (lambda: policy.model(**batch).loss, lambda: trainer.compute_loss(policy.model, batch)):
             policy.model.zero_grad()
-            loss = policy.model(**batch).loss
+            loss = compute()
             loss.backward()
             losses.append(loss.item())
             gradients.append(torch.cat([p.grad.flatten() for p in policy.model.parameters() if p.grad is not None]))
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
-    assert torch.allclose(gradients[0], gradients[1], rtol=1e-4, atol=1e-6)
+    assert torch.allclose(gradients[0], gradients[1], rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.parametrize("packing", [True, False])
-def test_training_moves_only_the_adapter(policy: Policy, packing: bool) -> None:
+def test_training_moves_only_the_adapter(policy: Policy) -> None:
     base = {n: p.detach().clone() for n, p in policy.model.named_parameters() if "lora_" not in n}
     lora = {n: p.detach().clone() for n, p in policy.model.named_parameters() if "lora_" in n}
-    config = StascConfig(train_batch_size=2, learning_rate=1e-2, packing=packing)
+    config = StascConfig(train_batch_size=2, learning_rate=1e-2)
     report = train_adapter(policy, CONVERSATIONS, config, seed=0)
     assert report.examples == 6 and report.steps == 3 and report.train_loss > 0
     assert report.supervised_tokens == sum(

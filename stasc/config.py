@@ -97,7 +97,7 @@ class StascConfig:
         0.2, "Fraction of a single local --dataset file held out for evaluation (0 < f < 1)."
     )
     max_train_questions: int | None = _field(
-        48, "Use at most this many training questions (none = all)."
+        64, "Use at most this many training questions (none = all)."
     )
     max_test_questions: int | None = _field(
         48, "Evaluate on at most this many held-out questions (none = all)."
@@ -117,7 +117,7 @@ class StascConfig:
         ["fixed", "evolving"],
     )
     filter: str = _field(
-        "improving",
+        "non_decreasing",
         "Which corrections are kept for training: 'improving' = wrong initial answer, right "
         "correction; 'non_decreasing' = also right-stays-right.",
         ["improving", "non_decreasing"],

@@ -22,12 +22,9 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class SamplingSettings:
-    """How answers are drawn."""
+class SamplingSettings(DecodeSettings):
+    """How answers are drawn, and how many sequences share a batch."""
 
-    max_new_tokens: int
-    temperature: float
-    top_p: float
     batch_size: int
 
 
@@ -66,10 +63,8 @@ class TransformersSampler:
         self, model: torch.nn.Module, prompts: list[list[int]], num_samples: int, seed: int
     ) -> list[str]:
         tokenizer = self.policy.tokenizer
-        settings = self.settings
         new_tokens = decode(
-            model, prompts, num_samples,
-            DecodeSettings(settings.max_new_tokens, settings.temperature, settings.top_p),
+            model, prompts, num_samples, self.settings,
             pad_token_id=tokenizer.pad_token_id, stop_ids=self.stop_ids, seed=seed, suppress_ids=self.suppress_ids,
         )
         return [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]

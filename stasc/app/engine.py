@@ -20,20 +20,12 @@ import torch
 from transformers import PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from stasc.app.catalog import AdapterRef, ModelTarget
+from stasc.decoding import DecodeSettings
 from stasc.errors import StascError
 from stasc.prompts import Message
 from stasc.tokenization import render_prompt
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """How one answer is drawn; temperature 0 means greedy decoding."""
-
-    temperature: float
-    top_p: float
-    max_new_tokens: int
 
 
 @dataclass
@@ -71,7 +63,7 @@ class Engine:
         with self._lock:
             self._adapter_name(self._base(target), target.adapter)
 
-    def stream(self, target: ModelTarget, messages: Sequence[Message], sampling: Sampling) -> Iterator[str]:
+    def stream(self, target: ModelTarget, messages: Sequence[Message], sampling: DecodeSettings) -> Iterator[str]:
         """Yield the reply as it grows; the last value is the whole reply, stripped like the training loop's."""
         with self._lock:
             loaded = self._base(target)

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from stasc.app.catalog import Catalog, ModelTarget, RunView
-from stasc.app.engine import Engine, Sampling
+from stasc.app.engine import Engine
+from stasc.decoding import DecodeSettings
 from stasc.errors import StascError
 from stasc.manifest import TRANSITIONS
 from stasc.models import BUNDLED_NAME
@@ -357,13 +358,13 @@ class Handlers:
 
     def _prepare(
         self, key: str, iteration: Any, temperature: Any, max_new_tokens: Any
-    ) -> tuple[RunView, ModelTarget, Sampling]:
+    ) -> tuple[RunView, ModelTarget, DecodeSettings]:
         view = self.catalog.view(key)
         target = view.target(iteration, dtype=self.dtype, allow_remote_code=self.allow_remote_code)
         return view, target, self._sampling(view, temperature, max_new_tokens)
 
     @staticmethod
-    def _sampling(view: RunView, temperature: Any, max_new_tokens: Any) -> Sampling:
+    def _sampling(view: RunView, temperature: Any, max_new_tokens: Any) -> DecodeSettings:
         low_t, high_t = TEMPERATURE_RANGE
         low_n, high_n = NEW_TOKENS_RANGE
         try:
@@ -375,10 +376,10 @@ class Handlers:
             raise StascError(f"Temperature must be between {low_t} and {high_t} (got {value_t}).")
         if not low_n <= value_n <= high_n:
             raise StascError(f"Max new tokens must be between {low_n} and {high_n} (got {value_n}).")
-        return Sampling(temperature=value_t, top_p=float(view.config.get("top_p", 0.9)), max_new_tokens=value_n)
+        return DecodeSettings(temperature=value_t, top_p=float(view.config.get("top_p", 0.9)), max_new_tokens=value_n)
 
     def _self_correct(
-        self, view: RunView, target: ModelTarget, question: str, sampling: Sampling
+        self, view: RunView, target: ModelTarget, question: str, sampling: DecodeSettings
     ) -> Iterator[tuple[str, str, bool]]:
         """(initial, correction, done) as both stream: the answer first, then its correction."""
         config = view.config
@@ -475,7 +476,7 @@ class Handlers:
         yield from self._reply(view, target, shown, sampling, use_instructions, correction=True)
 
     def _reply(
-        self, view: RunView, target: ModelTarget, shown: list[dict[str, Any]], sampling: Sampling,
+        self, view: RunView, target: ModelTarget, shown: list[dict[str, Any]], sampling: DecodeSettings,
         use_instructions: bool, *, correction: bool,
     ) -> Iterator[list[dict[str, Any]]]:
         config = view.config

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import append_result, matmul_gflops  # noqa: E402
-from stasc.config import DEFAULT_INSTRUCTIONS  # noqa: E402
+from stasc.config import DEFAULT_INSTRUCTIONS, StascConfig  # noqa: E402
 from stasc.data import load_qa_splits  # noqa: E402
 from stasc.decoding import DecodeSettings, decode, stop_token_ids  # noqa: E402
 from stasc.models import load_model, load_tokenizer, pick_dtype, resolve_model_path  # noqa: E402
@@ -81,7 +81,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="16 questions x 4 samples, no per-question baseline")
     parser.add_argument("--questions", type=int, default=64)
     parser.add_argument("--samples", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=64, help="sequences per batch, for both")
+    parser.add_argument("--batch", type=int, default=64, help="sequences per batch of plain generate")
+    parser.add_argument("--our-batch", type=int, default=None,
+                        help="sequences per batch of stasc's sampler (default: the loop's --generation-batch-size)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--no-write", action="store_true", help="do not append to bench/results.md")
     args = parser.parse_args()
@@ -100,6 +102,8 @@ def main() -> None:
     ]
     settings = DecodeSettings(args.max_new_tokens, 0.6, 0.9)
     batch_prompts = max(1, args.batch // args.samples)
+    our_batch = args.our_batch or StascConfig().generation_batch_size
+    our_prompts = max(1, our_batch // args.samples)
     stops = set(stop_token_ids(model, tokenizer))
 
     with torch.inference_mode():
@@ -111,7 +115,7 @@ def main() -> None:
             row[: row.index(2) + 1] if 2 in row else row for row in plain_generate(model, tokenizer, sample, 1, greedy, 4, 0)
         ]
         base_rows, base_seconds = timed(plain_generate, model, tokenizer, prompts, args.samples, settings, batch_prompts, 0)
-        our_rows, our_seconds = timed(ours, model, tokenizer, prompts, args.samples, settings, batch_prompts, 0)
+        our_rows, our_seconds = timed(ours, model, tokenizer, prompts, args.samples, settings, our_prompts, 0)
         loop_rate = None
         if not args.quick:
             loop_rows, loop_seconds = timed(plain_generate, model, tokenizer, prompts[:16], args.samples, settings, 1, 0)
@@ -122,7 +126,8 @@ def main() -> None:
     parameters = sum(p.numel() for p in model.parameters())
     share = our_rate * 2 * parameters / 1e9 / peak
     rows = [
-        f"- setting: {questions} questions x {args.samples} samples, batch {args.batch} sequences, {dtype}, "
+        f"- setting: {questions} questions x {args.samples} samples, batch {args.batch} sequences for generate and "
+        f"{our_batch} for stasc, {dtype}, "
         f"T 0.6, top-p 0.9, max {args.max_new_tokens} new tokens",
         f"- plain generate: {base_rate:.0f} tok/s; stasc sampler: {our_rate:.0f} tok/s; "
         f"**speedup {our_rate / base_rate:.2f}x**",

@@ -43,7 +43,13 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         setup_logging(config.log_level)
         from stasc.loop import run_stasc  # heavy imports only after the flags are valid
 
-        run_stasc(config)
+        try:
+            run_stasc(config)
+        finally:
+            import torch.distributed
+
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()  # else gloo/NCCL may abort at exit
     except StascError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -29,6 +29,7 @@ from peft import LoraConfig
 from stasc import __version__
 from stasc.config import StascConfig
 from stasc.data import QAExample, load_qa_splits
+from stasc.distributed import ShardedSampler, current_processes
 from stasc.errors import StascError
 from stasc.filtering import count_transitions, keep_correction
 from stasc.generation import SamplingSettings, TransformersSampler
@@ -38,8 +39,9 @@ from stasc.models import load_model, load_tokenizer, pick_dtype, resolve_model_p
 from stasc.policy import Policy
 from stasc.prompts import Message, correction_messages, initial_messages, training_messages
 from stasc.rewards import binary_reward, score_output
-from stasc.storage import atomic_directory, remove_leftovers, write_json, write_parquet
+from stasc.storage import atomic_directory, read_parquet, remove_leftovers, write_json, write_parquet
 from stasc.training import train_adapter
+from stasc.vllm_backend import check_backend, gpu_handover
 
 logger = logging.getLogger(__name__)
 
@@ -80,9 +82,22 @@ class PolicySampler:
 
 
 def make_sampler(config: StascConfig, policy: Policy, model_path: str) -> Sampler:
-    """The sampling backend the config asks for."""
-    settings = SamplingSettings(config.max_new_tokens, config.temperature, config.top_p, config.generation_batch_size)
-    return PolicySampler(policy, settings)
+    """The sampling backend the config asks for (check_backend has accepted it), shared out
+    over the processes when `accelerate launch` started several."""
+    processes = current_processes()
+    sampler: Sampler
+    if config.backend == "vllm":
+        from stasc.vllm_backend import VLLMSampler
+
+        sampler = VLLMSampler(config, model_path, policy.tokenizer, launched=processes.count > 1)
+        group_size = config.tensor_parallel_size
+    else:
+        settings = SamplingSettings(
+            config.max_new_tokens, config.temperature, config.top_p, config.generation_batch_size
+        )
+        sampler = PolicySampler(policy, settings)
+        group_size = 1
+    return sampler if processes.count == 1 else ShardedSampler(sampler, processes, group_size)
 
 
 def iteration_dir(run_dir: Path, iteration: int) -> Path:
@@ -100,6 +115,8 @@ class StascRun:
 
     def __init__(self, config: StascConfig) -> None:
         self.config = config
+        self.processes = current_processes()
+        check_backend(config, self.processes.count)
         self.run_dir = Path(config.output_dir)
         existing = read_manifest(self.run_dir) if manifest_path(self.run_dir).exists() else None
         if existing is not None:
@@ -152,9 +169,11 @@ class StascRun:
 
         on_iteration(run_dir) is called after each iteration is recorded (e.g. a Hub push).
         """
-        self.on_iteration = on_iteration
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        remove_leftovers(self.run_dir)
+        self.on_iteration = on_iteration if self.processes.is_main else None
+        self.processes.barrier()  # every process has read the run directory before the main one changes it
+        if self.processes.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            remove_leftovers(self.run_dir)
         self.manifest["config"]["iterations"] = self.config.iterations
         self.manifest["status"] = "running"
         self._save_manifest()
@@ -172,7 +191,7 @@ class StascRun:
 
     def _save_manifest(self) -> None:
         self.manifest["updated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        write_manifest(self.run_dir, self.manifest)
+        self.processes.main_writes(write_manifest, self.run_dir, self.manifest)
 
     def _adapter_of(self, iteration: int) -> Path | None:
         """Where M_iteration's adapter lives (None for M0)."""
@@ -196,14 +215,15 @@ class StascRun:
 
         initial_path = self._initial_answers(iteration, previous_adapter)
         corrections_path = directory / CORRECTIONS
-        if not corrections_path.exists():
-            write_parquet(corrections_path, self._corrections(pd.read_parquet(initial_path), iteration, previous_adapter))
-        corrections = pd.read_parquet(corrections_path)
+        if not self.processes.exists(corrections_path):
+            corrections = self._corrections(read_parquet(initial_path), iteration, previous_adapter)
+            self.processes.main_writes(write_parquet, corrections_path, corrections)
+        corrections = read_parquet(corrections_path)
 
         train_path = directory / TRAIN_DATA
-        if not train_path.exists():
-            write_parquet(train_path, self._training_rows(corrections))
-        train_rows = pd.read_parquet(train_path)
+        if not self.processes.exists(train_path):
+            self.processes.main_writes(write_parquet, train_path, self._training_rows(corrections))
+        train_rows = read_parquet(train_path)
 
         warnings: list[str] = []
         training: dict[str, Any] | None = None
@@ -245,7 +265,7 @@ class StascRun:
         if self.config.initialization == "fixed" and iteration > 1:
             return iteration_dir(self.run_dir, 1) / INITIAL_ANSWERS
         path = iteration_dir(self.run_dir, iteration) / INITIAL_ANSWERS
-        if path.exists():
+        if self.processes.exists(path):
             return path
         adapter = None if self.config.initialization == "fixed" else previous_adapter
         prompts = [initial_messages(example.question, self.config.instructions) for example in self.train]
@@ -265,7 +285,7 @@ class StascRun:
             for example, answers in zip(self.train, samples, strict=True)
             for index, answer in enumerate(answers)
         ]
-        write_parquet(path, pd.DataFrame(rows))
+        self.processes.main_writes(write_parquet, path, pd.DataFrame(rows))
         return path
 
     def _corrections(self, initial: pd.DataFrame, iteration: int, previous_adapter: Path | None) -> pd.DataFrame:
@@ -311,33 +331,36 @@ class StascRun:
     def _train(self, rows: pd.DataFrame, iteration: int, previous_adapter: Path | None, adapter: Path) -> dict[str, Any]:
         """Step 4: LoRA fine-tuning from a fresh adapter (fixed) or from M_(n-1)'s (evolving)."""
         report_path = adapter.parent / TRAINING_REPORT
-        if adapter.exists() and report_path.exists():
+        if self.processes.exists(adapter) and self.processes.exists(report_path):
             return json.loads(report_path.read_text(encoding="utf-8"))
         if self.config.finetuning == "evolving" and previous_adapter is not None:
             self.policy.load_adapter_weights(previous_adapter)
         else:
             self.policy.reset_adapter()
         conversations = [list(messages) for messages in rows["messages"]]
-        report = asdict(train_adapter(self.policy, conversations, self.config, seed=self._seed(iteration, "train")))
+        with gpu_handover(self.sampler), self.processes.trainable(self.policy) as trainee:
+            report = asdict(train_adapter(trainee, conversations, self.config, seed=self._seed(iteration, "train")))
         report["started_from"] = (
             self._relative(previous_adapter)
             if self.config.finetuning == "evolving" and previous_adapter is not None
             else "fresh"
         )
-        with atomic_directory(adapter) as staging:
-            self.policy.save_adapter(staging)
+        if self.processes.is_main:
+            with atomic_directory(adapter) as staging:
+                self.policy.save_adapter(staging)
+            write_json(report_path, report)
+        self.processes.barrier()
         self.policy.loaded_adapter = adapter.resolve()
-        write_json(report_path, report)
         return report
 
     def _evaluate_iteration(self, iteration: int, adapter: Path | None) -> pd.DataFrame:
         """Step 5: one initial answer and one correction per held-out question."""
         path = iteration_dir(self.run_dir, iteration) / EVALUATION
-        if path.exists():
-            return pd.read_parquet(path)
+        if self.processes.exists(path):
+            return read_parquet(path)
         config = self.config
         if config.initialization == "fixed" and iteration > 0:
-            base_rows = pd.read_parquet(iteration_dir(self.run_dir, 0) / EVALUATION)
+            base_rows = read_parquet(iteration_dir(self.run_dir, 0) / EVALUATION)
             initial_answers = list(base_rows["initial_answer"])
         else:
             prompts = [initial_messages(example.question, config.instructions) for example in self.test]
@@ -375,7 +398,7 @@ class StascRun:
                 for example, initial, correction in zip(self.test, initial_answers, corrections, strict=True)
             ]
         )
-        write_parquet(path, rows)
+        self.processes.main_writes(write_parquet, path, rows)
         return rows
 
     def _record(self, iteration: int, evaluation: pd.DataFrame, adapter: Path | None, extra: dict[str, Any]) -> None:

@@ -19,6 +19,8 @@ from datasets import Dataset
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
 from stasc.config import StascConfig
+from stasc.distributed import current_processes
+from stasc.errors import StascError
 from stasc.policy import Policy
 from stasc.prompts import Message
 from stasc.tokenization import IGNORE_INDEX, tokenize_conversation
@@ -55,19 +57,23 @@ class CorrectionTrainer(Trainer):
 
     The loss covers only the correction turn, a small share of each conversation, while the
     output layer (hidden x vocabulary, 49k words for SmolLM2) is the largest matrix of a small
-    model. Running the decoder, then the output layer on the supervised positions alone, gives
-    the same loss and gradients as the model's own loss (tested) for a fraction of the cost.
+    model. Asking the model for logits only at positions where some row has a label (through
+    its own forward, so DDP, FSDP and DeepSpeed wrappers see the step) gives the same loss and
+    gradients as the model's own loss (tested) for a fraction of the cost.
     """
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
-        base = model.get_base_model()
-        hidden = base.get_decoder()(
-            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False
-        ).last_hidden_state
         targets = inputs["labels"][:, 1:]  # position t predicts token t + 1
         supervised = targets != IGNORE_INDEX
-        logits = base.get_output_embeddings()(hidden[:, :-1][supervised]).float()
-        loss = torch.nn.functional.cross_entropy(logits, targets[supervised], reduction="sum")
+        keep = supervised.any(dim=0).nonzero().squeeze(-1)  # positions where some row has a label
+        # through the model's own forward, so a DDP / FSDP / DeepSpeed wrapper sees the step
+        logits = model(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False,
+            logits_to_keep=keep,
+        ).logits
+        mask = supervised[:, keep]
+        logits = logits[mask].float()
+        loss = torch.nn.functional.cross_entropy(logits, targets[:, keep][mask], reduction="sum")
         count = num_items_in_batch if num_items_in_batch is not None else supervised.sum()
         loss = loss / count
         return (loss, {"logits": logits}) if return_outputs else loss
@@ -101,7 +107,13 @@ def train_adapter(
     dataset, skipped = build_training_dataset(policy, conversations, config.max_seq_length)
     if len(dataset) == 0:
         raise ValueError("No training conversation fits --max-seq-length.")
-    per_device = config.train_batch_size // config.gradient_accumulation_steps
+    processes = current_processes().count
+    per_device, remainder = divmod(config.train_batch_size, config.gradient_accumulation_steps * processes)
+    if remainder or per_device == 0:
+        raise StascError(
+            f"--train-batch-size {config.train_batch_size} is the batch over all {processes} processes; it must be "
+            f"a multiple of processes x --gradient-accumulation-steps ({processes * config.gradient_accumulation_steps})."
+        )
     steps = math.ceil(math.ceil(len(dataset) / per_device) / config.gradient_accumulation_steps * config.epochs)
     weights_dtype = next(policy.model.parameters()).dtype
     with tempfile.TemporaryDirectory(prefix="stasc-trainer-") as scratch:

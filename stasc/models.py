@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -164,7 +163,3 @@ def _load_failure(model_path: str, error: Exception) -> str:
         "are logged in for gated models; or pass --model bundled / a local directory."
     )
 
-
-def clear_cached_model(cache_dir: Path | None = None) -> None:
-    """Remove the converted bundled model (it is rebuilt on next use)."""
-    shutil.rmtree((cache_dir or default_cache_dir()) / "models" / BUNDLED_NAME, ignore_errors=True)

@@ -154,7 +154,7 @@ class StascConfig:
     top_p: float = _field(0.9, "Nucleus sampling top-p (0 < p <= 1).")
     max_new_tokens: int = _field(64, "Maximum new tokens per generated answer.")
     generation_batch_size: int = _field(
-        64, "Sequences generated together in one batch (lower it if memory runs out)."
+        256, "Sequences generated together in one batch (lower it if memory runs out)."
     )
 
     # Backend

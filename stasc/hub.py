@@ -70,8 +70,9 @@ def base_model_id(manifest: dict[str, Any]) -> str:
     return BUNDLED_HUB_ID if model == "bundled" else model
 
 
-def _digest(paths: list[Path]) -> str:
-    sha = hashlib.sha256()
+def _digest(paths: list[Path], entry: dict[str, Any]) -> str:
+    """A hash of an iteration's files and its manifest entry: what a push must match."""
+    sha = hashlib.sha256(json.dumps(entry, sort_keys=True).encode())
     for path in sorted(paths):
         sha.update(path.name.encode())
         sha.update(path.read_bytes())
@@ -244,49 +245,42 @@ def push_run(
         folder = iteration_folder(iteration)
         adapter_files = sorted((run_dir / entry["adapter"]).iterdir()) if entry.get("adapter") else []
         data_files = [run_dir / entry[key] for key in DATA_FILES if entry.get(key)]
-        digests = {
-            "model": _digest(adapter_files) + json.dumps(entry, sort_keys=True),
-            "dataset": _digest(data_files) + json.dumps(entry, sort_keys=True),
-        }
-        digests = {kind: hashlib.sha256(value.encode()).hexdigest() for kind, value in digests.items()}
+        digests = {"model": _digest(adapter_files, entry), "dataset": _digest(data_files, entry)}
         if all(done[kind].get(str(iteration)) == digests[kind] for kind in digests):
             already.append(iteration)
             continue
         partial = dict(manifest, iterations=manifest["iterations"][: iteration + 1])
         manifest_bytes = (json.dumps(partial, indent=2, ensure_ascii=False) + "\n").encode()
+        summary = (
+            f"initial in-acc {entry['metrics']['initial_in_acc']:.3f}, "
+            f"correction in-acc {entry['metrics']['correction_in_acc']:.3f}"
+        )
+        commits: dict[str, tuple[Callable[[], list[Any]], str]] = {
+            "model": (
+                lambda: [CommitOperationAdd(f"{folder}/{path.name}", str(path)) for path in adapter_files]
+                + [CommitOperationAdd(path.name, str(path)) for path in adapter_files]
+                + [CommitOperationAdd("README.md", model_card(manifest, repo_id, iteration).encode())],
+                f"STaSC iteration {iteration}: {summary}",
+            ),
+            "dataset": (
+                lambda: [CommitOperationAdd(f"{folder}/{path.name}", str(path)) for path in data_files]
+                + [CommitOperationAdd("README.md", dataset_card(manifest, repo_id, iteration, run_dir).encode())],
+                f"STaSC iteration {iteration} data: {summary}",
+            ),
+        }
         try:
             if not repos_ready:
-                for repo_type in ("model", "dataset"):
+                for repo_type in commits:
                     api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
                 repos_ready = True
-            summary = (
-                f"initial in-acc {entry['metrics']['initial_in_acc']:.3f}, "
-                f"correction in-acc {entry['metrics']['correction_in_acc']:.3f}"
-            )
-            if done["model"].get(str(iteration)) != digests["model"]:
-                operations = [CommitOperationAdd(f"{folder}/{path.name}", str(path)) for path in adapter_files]
-                operations += [CommitOperationAdd(path.name, str(path)) for path in adapter_files]
-                operations += [
-                    CommitOperationAdd("README.md", model_card(manifest, repo_id, iteration).encode()),
-                    CommitOperationAdd("run.json", manifest_bytes),
-                ]
+            for kind, (operations, message) in commits.items():
+                if done[kind].get(str(iteration)) == digests[kind]:
+                    continue
                 api.create_commit(
-                    repo_id, operations, repo_type="model",
-                    commit_message=f"STaSC iteration {iteration}: {summary}",
+                    repo_id, [*operations(), CommitOperationAdd("run.json", manifest_bytes)],
+                    repo_type=kind, commit_message=message,
                 )
-                done["model"][str(iteration)] = digests["model"]
-                write_json(state_path, state)
-            if done["dataset"].get(str(iteration)) != digests["dataset"]:
-                operations = [CommitOperationAdd(f"{folder}/{path.name}", str(path)) for path in data_files]
-                operations += [
-                    CommitOperationAdd("README.md", dataset_card(manifest, repo_id, iteration, run_dir).encode()),
-                    CommitOperationAdd("run.json", manifest_bytes),
-                ]
-                api.create_commit(
-                    repo_id, operations, repo_type="dataset",
-                    commit_message=f"STaSC iteration {iteration} data: {summary}",
-                )
-                done["dataset"][str(iteration)] = digests["dataset"]
+                done[kind][str(iteration)] = digests[kind]
                 write_json(state_path, state)
         except Exception as error:  # any failure of the Hub client: explain it, keep the run intact
             if isinstance(error, StascError):

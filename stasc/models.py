@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from stasc.errors import StascError, closest_hint
 
@@ -144,7 +144,6 @@ def load_model(
 ) -> PreTrainedModel:
     """Load the base model for generation and LoRA training."""
     try:
-        AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
             model_path, dtype=dtype, trust_remote_code=trust_remote_code
         )

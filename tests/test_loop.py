@@ -175,8 +175,8 @@ def test_changed_settings_refuse_to_resume(tmp_path, tiny_model_dir, city_questi
 
 
 def test_empty_filter_carries_the_model_forward(tmp_path, tiny_model_dir, city_questions) -> None:
-    # em never matches the tiny model's multi-word outputs and single words only sometimes;
-    # with a one-token budget and an impossible answer set nothing is ever kept
+    # the tiny model can only say Paris, London or Rome: with "Berlin" as the only answer no
+    # correction is ever right, so no filter keeps anything
     train, test = city_questions
     impossible = tmp_path / "impossible.jsonl"
     impossible.write_text("".join(json.dumps({"question": f"q{i}", "answers": ["Berlin"]}) + "\n" for i in range(6)))

@@ -106,3 +106,27 @@ def test_bundled_model_greedy_matches_generate(smollm_tokenizer_dir: Path) -> No
     prompts = prompts_of(tokenizer, QUESTIONS)
     ours = decode(model, prompts, 1, DecodeSettings(32, 0.0, 1.0), pad_token_id=2, stop_ids=[2], seed=0)
     assert ours == reference_generate(model, tokenizer, prompts, 1, 32)
+
+
+def test_prompt_logits_reach_a_frozen_output_layer_as_one_matrix(free_model) -> None:
+    """Under PEFT the tied output layer is frozen; a strided input there made torch copy its
+    weights once per prompt (7 GB for 128 prompts of the bundled model)."""
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer = free_model
+    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules="all-linear"))
+    seen: list[bool] = []
+    output_layer = peft_model.get_output_embeddings()
+    probe = output_layer.register_forward_hook(lambda _module, args, _output: seen.append(args[0].is_contiguous()))
+    try:
+        with peft_model.disable_adapter():
+            plain = decode(model, prompts_of(tokenizer, QUESTIONS), 1, DecodeSettings(4, 0.0, 1.0),
+                           pad_token_id=2, stop_ids=[2], seed=0)
+            through_peft = decode(peft_model, prompts_of(tokenizer, QUESTIONS), 1, DecodeSettings(4, 0.0, 1.0),
+                                  pad_token_id=2, stop_ids=[2], seed=0)
+    finally:
+        probe.remove()
+        peft_model.unload()
+    assert seen and all(seen)
+    assert through_peft == plain
+    assert not output_layer._forward_pre_hooks  # the fix is undone after decoding

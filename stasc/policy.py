@@ -39,6 +39,9 @@ class Policy:
         torch.manual_seed(seed)
         self.tokenizer = tokenizer
         self.model: PeftModel = get_peft_model(base_model, lora_config)
+        adapter_config = self.model.peft_config[self.model.active_adapter]
+        if isinstance(adapter_config.target_modules, set):  # a set's order changes between processes
+            adapter_config.target_modules = sorted(adapter_config.target_modules)  # same adapter_config.json
         self.model.eval()
         self._fresh_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model).items()}
         self.loaded_adapter: Path | None = None

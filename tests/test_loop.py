@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -155,6 +158,89 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, tiny_model_dir, ci
     again, recorder = start(config)
     assert again.run()["iterations"] == manifest["iterations"]
     assert recorder.calls == [], "a finished run does nothing when re-run"
+
+
+KILL_POINTS = [  # in the order a run reaches them; each resumed process is killed at the next one
+    ("batch:iter 0 eval corrections", 1),  # sampling, in evaluation
+    ("replace:run.json", 2),  # the manifest write that records iteration 0
+    ("batch:iter 1 initial answers", 2),  # sampling, between batches
+    ("replace:initial_answers.parquet", 1),  # a finished temporary file not yet in place
+    ("batch:iter 1 corrections", 3),
+    ("filter", 5),  # filtering the corrections
+    ("replace:train.parquet", 1),
+    ("train_step", 2),  # in the middle of fine-tuning
+    ("replace:adapter", 1),  # the adapter directory, written but not yet in place
+    ("replace:training.json", 1),
+    ("batch:iter 1 eval initial", 1),
+    ("replace:evaluation.parquet", 1),
+    ("replace:run.json", 2),  # the manifest write that records iteration 1
+    ("train_step", 3),  # iteration 2 fine-tuning, starting from iteration 1's adapter
+    ("replace:run.json", 3),  # the last manifest write, that marks the run complete
+]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def comparable(manifest: dict) -> dict:
+    """The manifest without the clock: timestamps and durations differ between runs."""
+    manifest = json.loads(json.dumps(manifest))
+    for key in ("created_at", "updated_at"):
+        manifest.pop(key)
+    for entry in manifest["iterations"]:
+        entry.pop("seconds", None)
+        if entry.get("training"):
+            entry["training"].pop("seconds")
+    return manifest
+
+
+def assert_consistent(run_dir: Path) -> None:
+    """What a killed run leaves: whole files under their final names, at most temporary leftovers."""
+    if (run_dir / "run.json").exists():
+        read_manifest(run_dir)
+    for table in run_dir.rglob("*.parquet"):
+        if not table.name.startswith(".tmp-"):
+            pd.read_parquet(table)
+    for adapter in run_dir.glob("iteration_*/adapter"):
+        load_file(str(adapter / "adapter_model.safetensors"))
+        assert (adapter / "adapter_config.json").is_file()
+
+
+@pytest.mark.slow
+def test_sigkill_anywhere_then_the_same_command_finishes_with_identical_results(
+    tmp_path, tiny_model_dir, city_questions
+) -> None:
+    train, test = city_questions
+
+    def command(output: Path) -> list[str]:
+        return ["--model", str(tiny_model_dir), "--dataset", str(train), "--test-dataset", str(test),
+                "--output-dir", str(output), "--iterations", "2", "--n-init", "3", "--n-corr", "3",
+                "--max-new-tokens", "4", "--dtype", "float32", "--train-batch-size", "4", "--learning-rate", "5e-3",
+                "--variant", "EIE", "--generation-batch-size", "6", "--log-level", "warning"]
+
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    subprocess.run([sys.executable, str(REPO / "train.py"), *command(reference)], check=True, cwd=REPO)
+    for point, occurrence in KILL_POINTS:
+        result = subprocess.run([sys.executable, str(REPO / "tests" / "kill_at.py"), point, str(occurrence), "--",
+                                 *command(killed)], cwd=REPO, capture_output=True, text=True)
+        assert result.returncode == -signal.SIGKILL, f"{point} #{occurrence} was never reached:\n{result.stderr[-2000:]}"
+        assert_consistent(killed)
+    subprocess.run([sys.executable, str(REPO / "train.py"), *command(killed)], check=True, cwd=REPO)
+
+    assert comparable(read_manifest(killed))["iterations"] == comparable(read_manifest(reference))["iterations"]
+    assert read_manifest(killed)["status"] == "complete"
+    expected_files = sorted(path.relative_to(reference) for path in reference.rglob("*") if path.is_file())
+    assert sorted(path.relative_to(killed) for path in killed.rglob("*") if path.is_file()) == expected_files
+    for relative in expected_files:
+        if relative.suffix == ".parquet":
+            pd.testing.assert_frame_equal(pd.read_parquet(killed / relative), pd.read_parquet(reference / relative))
+        elif relative.suffix == ".safetensors":
+            ours, theirs = load_file(str(killed / relative)), load_file(str(reference / relative))
+            assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours), relative
+        elif relative.name == "training.json":
+            ours, theirs = json.loads((killed / relative).read_text()), json.loads((reference / relative).read_text())
+            ours.pop("seconds"), theirs.pop("seconds")
+            assert ours == theirs
+        elif relative.name != "run.json":
+            assert (killed / relative).read_bytes() == (reference / relative).read_bytes(), relative
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -272,6 +272,10 @@ class StascConfig:
             raise StascError(f"--test-fraction must satisfy 0 < f < 1, got {self.test_fraction}.")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise StascError(f"--gpu-memory-utilization must satisfy 0 < u <= 1, got {self.gpu_memory_utilization}.")
+        if not 0 < self.f1_threshold <= 1:
+            raise StascError(f"--f1-threshold must satisfy 0 < t <= 1, got {self.f1_threshold}.")
+        if not 0 <= self.warmup_ratio < 1:
+            raise StascError(f"--warmup-ratio must satisfy 0 <= r < 1, got {self.warmup_ratio}.")
         if self.weight_decay < 0:
             raise StascError(f"--weight-decay must be at least 0, got {self.weight_decay}.")
         if self.train_batch_size % self.gradient_accumulation_steps:
@@ -360,9 +364,21 @@ def _parse_optional(kind: type) -> Any:
     return parse
 
 
+class _SuggestingParser(argparse.ArgumentParser):
+    """argparse that names the closest known flag when one is mistyped."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        if message.startswith("unrecognized arguments:"):
+            flags = [option for action in self._actions for option in action.option_strings]
+            unknown = [word for word in message.split(":", 1)[1].split() if word.startswith("--")]
+            hints = "".join(closest_hint(word.split("=", 1)[0], flags) for word in unknown)
+            message += f".{hints}" if hints else ""
+        super().error(message)
+
+
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     """An argparse parser with one flag per config field; unset flags stay absent."""
-    parser = argparse.ArgumentParser(
+    parser = _SuggestingParser(
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,

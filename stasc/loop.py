@@ -118,6 +118,10 @@ class StascRun:
         self.processes = current_processes()
         check_backend(config, self.processes.count)
         self.run_dir = Path(config.output_dir)
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise StascError(
+                f"--output-dir {self.run_dir} is a file, not a directory. Pass a new directory name, or move the file."
+            )
         existing = read_manifest(self.run_dir) if manifest_path(self.run_dir).exists() else None
         if existing is not None:
             check_resumable(existing["config"], config, self.run_dir)

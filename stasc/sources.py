@@ -39,7 +39,13 @@ def _hub_file(source: RunSource, filename: str, repo_type: str = "model") -> Pat
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
-    check_repo_id(source.location)
+    try:
+        check_repo_id(source.location)
+    except StascError:
+        raise StascError(
+            f"{source.location!r} is neither a local run directory nor a Hub repository id (ORG/NAME). "
+            "Pass the --output-dir of a run, or the repo a run was pushed to."
+        ) from None
     try:
         return Path(hf_hub_download(source.location, filename, repo_type=repo_type, revision=source.revision))
     except (RepositoryNotFoundError, RevisionNotFoundError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,22 +15,100 @@ from stasc.cli import train_main
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize(
-    ("extra", "message"),
-    [
-        (["--dataset", "missing.jsonl"], "Dataset file not found: missing.jsonl"),
-        (["--variant", "XYZ"], "Unknown variant 'XYZ'"),
-        (["--n-init", "0"], "--n-init must be at least 1"),
-        (["--model", "bundeld"], "Did you mean 'bundled'"),
-    ],
-)
-def test_bad_input_fails_cleanly_and_writes_nothing(tmp_path, capsys, extra, message) -> None:
-    output = tmp_path / "run"
-    code = train_main(["--output-dir", str(output), *extra])
-    assert code == 2
+QA = '{"question": "Capital of France?", "answers": ["Paris"]}\n'
+
+# (files to create, flags, part of the expected message): every malformed input a user is
+# likely to give train.py, each refused before anything is written.
+BAD_INPUTS = {
+    # data files
+    "missing data file": ({}, ["--dataset", "missing.jsonl"], "Dataset file not found: missing.jsonl"),
+    "missing test file": ({}, ["--test-dataset", "gone.jsonl"], "Dataset file not found: gone.jsonl"),
+    "malformed JSON line": ({"qa.jsonl": QA + "{not json\n"}, ["--dataset", "qa.jsonl"], "qa.jsonl:2:2: invalid JSON"),
+    "line that is not an object": ({"qa.jsonl": "[1, 2]\n"}, ["--dataset", "qa.jsonl"],
+                                   "qa.jsonl:1: expected a JSON object"),
+    "answers missing on one line": ({"qa.jsonl": QA + '{"question": "q2", "answers": []}\n'}, ["--dataset", "qa.jsonl"],
+                                    "qa.jsonl:2: row has no answers in column 'answers'"),
+    "empty question": ({"qa.jsonl": '{"question": "", "answers": ["a"]}\n'}, ["--dataset", "qa.jsonl"],
+                       "qa.jsonl:1: row has no question"),
+    "misnamed column": ({"qa.csv": "question,answer\nq,a\n"}, ["--dataset", "qa.csv"],
+                        "qa.csv has no column 'answers' (available columns: answer, question). Set --answers-column"),
+    "unsupported file type": ({"qa.txt": "hello\n"}, ["--dataset", "qa.txt"], "unsupported file type '.txt'"),
+    "not UTF-8": ({"qa.jsonl": b"\xff\xfe bad"}, ["--dataset", "qa.jsonl"], "is not UTF-8 text"),
+    "empty file": ({"qa.jsonl": ""}, ["--dataset", "qa.jsonl"], "qa.jsonl has no questions"),
+    "truncated parquet": ({"qa.parquet": b"PAR1 not really"}, ["--dataset", "qa.parquet"],
+                          "qa.parquet is not a readable Parquet file"),
+    "one question only": ({"qa.jsonl": QA}, ["--dataset", "qa.jsonl"], "too few to hold out a test set"),
+    # configs
+    "YAML syntax error": ({"c.yaml": "iterations: [1\n"}, ["--config", "c.yaml"], "c.yaml:2:1: invalid YAML"),
+    "YAML unknown key": ({"c.yaml": "iteratons: 3\n"}, ["--config", "c.yaml"],
+                         "unknown setting 'iteratons'. Did you mean 'iterations'?"),
+    "YAML wrong type": ({"c.yaml": "iterations: three\n"}, ["--config", "c.yaml"],
+                        "iterations has value 'three', which is not a valid int"),
+    "YAML not a mapping": ({"c.yaml": "- 1\n- 2\n"}, ["--config", "c.yaml"], "expected a mapping of setting: value"),
+    "missing config": ({}, ["--config", "nope.yaml"], "Config file not found: nope.yaml"),
+    # flags
+    "unknown variant": ({}, ["--variant", "XYZ"], "Unknown variant 'XYZ'"),
+    "zero samples": ({}, ["--n-init", "0"], "--n-init must be at least 1"),
+    "negative temperature": ({}, ["--temperature", "-1"], "--temperature must be at least 0"),
+    "top-p above one": ({}, ["--top-p", "1.5"], "--top-p must satisfy 0 < p <= 1"),
+    "zero learning rate": ({}, ["--learning-rate", "0"], "--learning-rate must be greater than 0"),
+    "unknown reward": ({}, ["--reward", "bleu"], "Invalid --reward 'bleu'. Choose one of: in_acc, em, f1."),
+    "unknown dtype": ({}, ["--dtype", "float8"], "Did you mean 'float32'?"),
+    "batch not divisible": ({}, ["--train-batch-size", "6", "--gradient-accumulation-steps", "4"],
+                            "must be a multiple of"),
+    "F1 threshold above one": ({}, ["--f1-threshold", "2"], "--f1-threshold must satisfy 0 < t <= 1"),
+    "warmup ratio above one": ({}, ["--warmup-ratio", "1.5"], "--warmup-ratio must satisfy 0 <= r < 1"),
+    "vLLM without vLLM": ({}, ["--backend", "vllm"], "--backend vllm needs the vllm package"),
+    "output dir is a file": ({"taken": "x"}, ["--output-dir", "taken"], "--output-dir taken is a file"),
+    # model paths
+    "misspelled bundled": ({}, ["--model", "bundeld"], "Did you mean 'bundled'"),
+    "model path that does not exist": ({}, ["--model", "/nonexistent/model"],
+                                       "Unknown model '/nonexistent/model': no such directory"),
+    "model folder without config": ({"empty-model/.keep": ""}, ["--model", "empty-model"],
+                                    "Model directory empty-model has no config.json"),
+    # Hub repository ids
+    "Hub id with spaces": ({}, ["--push-to-hub", "not a valid id!"], "Invalid Hub repository id 'not a valid id!'"),
+    "Hub id with three parts": ({}, ["--push-to-hub", "org/name/extra"], "Invalid Hub repository id 'org/name/extra'"),
+    "Hub id with double dash": ({}, ["--push-to-hub", "org/na--me"], "Invalid Hub repository id"),
+}
+
+
+@pytest.mark.parametrize(("files", "flags", "message"), BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_bad_input_corpus_fails_cleanly_and_writes_nothing(tmp_path, monkeypatch, capsys, files, flags, message) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name, content in files.items():
+        Path(name).parent.mkdir(parents=True, exist_ok=True)
+        Path(name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    before = sorted(str(path) for path in tmp_path.rglob("*"))
+    flags = flags if "--output-dir" in flags else ["--output-dir", "run", *flags]
+    assert train_main(flags) == 2
     err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err
-    assert not output.exists()
+    assert message in err, err[-1000:]
+    assert "Traceback" not in err
+    assert sorted(str(path) for path in tmp_path.rglob("*")) == before, "nothing is created, not even a run dir"
+
+
+def test_corpus_is_large() -> None:
+    assert len(BAD_INPUTS) >= 25
+
+
+def test_mistyped_flag_names_the_right_one(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["--iteratons", "3"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --iteratons 3. Did you mean '--iterations'?" in capsys.readouterr().err
+
+
+def test_changed_settings_leave_the_existing_run_untouched(tiny_run, tmp_path, capsys) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    contents = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
+    config = json.loads((run / "run.json").read_text())["config"]
+    flags = ["--model", config["model"], "--dataset", config["dataset"], "--test-dataset", config["test_dataset"],
+             "--output-dir", str(run), "--variant", "FNF"]
+    assert train_main(flags) == 2
+    assert "variant" in capsys.readouterr().err.lower()
+    assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == contents
 
 
 def test_malformed_json_line_is_named(tmp_path, capsys) -> None:

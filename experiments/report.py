@@ -29,7 +29,7 @@ from stasc.results import (  # noqa: E402
 
 DATASETS = (
     ("builtin-", "Built-in set (64 training questions, 120 test questions)", "builtin"),
-    ("s_nq-", "Authors' NQ subset, s_nq (64 training questions, first 200 test questions)", "s_nq"),
+    ("s_nq-", "Authors' NQ subset, s_nq (64 training questions, first 100 test questions)", "s_nq"),
 )
 
 

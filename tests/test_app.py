@@ -411,6 +411,68 @@ def test_the_served_app_is_driven_with_gradio_client(served: tuple[str, Handlers
         client.predict(KEY, "../../etc", "Which city?", "", 0, 8, api_name="/compare")
 
 
+def rss_megabytes() -> float:
+    return int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) / 1024
+
+
+def ask_concurrently(url: str, questions: list[str], timeout: float = 300) -> list[Any]:
+    """One gradio_client per visitor, all asking at once; each result or the exception it raised."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client
+
+    def visitor(question: str) -> Any:
+        try:
+            client = Client(url, verbose=False, httpx_kwargs={"timeout": timeout})
+            return client.submit(KEY, 2, question, "London", 0, 8, api_name="/compare").result(timeout=timeout)
+        except Exception as error:  # the outcome under test
+            return error
+
+    with ThreadPoolExecutor(max_workers=len(questions)) as pool:
+        return list(pool.map(visitor, questions))
+
+
+@pytest.mark.slow
+def test_thirty_visitors_at_once_are_all_answered_and_over_long_questions_refused(
+    served: tuple[str, Handlers],
+) -> None:
+    from gradio_client.exceptions import AppError
+
+    url, app_handlers = served
+    questions = [f"Which city is test {index}?" for index in range(25)] + ["q" * 501] * 5
+    before = rss_megabytes()
+    started = time.monotonic()
+    outcomes = ask_concurrently(url, questions)
+    seconds = time.monotonic() - started
+    growth = rss_megabytes() - before
+    for question, outcome in zip(questions, outcomes, strict=True):
+        if len(question) > 500:
+            assert isinstance(outcome, AppError) and "the limit is 500" in str(outcome), outcome
+        else:
+            assert not isinstance(outcome, Exception), outcome
+            expected = last(app_handlers.compare(KEY, 2, question, "London", 0, 8))
+            assert (outcome[0], outcome[2]) == (expected.initial, expected.correction)
+    assert growth < 500, f"memory grew by {growth:.0f} MB serving 30 visitors"
+    print(f"30 concurrent visitors: {seconds:.1f} s, memory growth {growth:.0f} MB")
+
+
+@pytest.mark.slow
+def test_a_full_queue_turns_visitors_away_cleanly_and_the_app_keeps_serving(runs_dir: Path) -> None:
+    demo, _ = create_app(parse_args(["--runs-dir", str(runs_dir), "--dtype", "float32"]))
+    port = free_port()
+    launch(demo, host="127.0.0.1", port=port, block=False, concurrency=1, max_queue=3)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        outcomes = ask_concurrently(url, [f"Which city is test {index}?" for index in range(30)])
+        answered = [outcome for outcome in outcomes if not isinstance(outcome, Exception)]
+        refused = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
+        assert answered and refused
+        assert all("queue is full" in str(error).lower() for error in refused), refused[:3]
+        assert not isinstance(ask_concurrently(url, ["Which city is test 1?"])[0], Exception)
+    finally:
+        demo.close()
+
+
 def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

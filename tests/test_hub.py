@@ -138,6 +138,33 @@ def test_no_token_in_any_file_or_operation(run_dir: Path, monkeypatch) -> None:
             assert SECRET.encode() not in data
 
 
+@pytest.mark.slow
+def test_no_token_in_the_logs_of_a_run_that_pushes(tmp_path, tiny_model_dir, city_questions, monkeypatch, capfd) -> None:
+    """train.py --push-to-hub at debug level, with a push refused once (401) and retried: the token
+    appears in no log line, no file of the run, and no uploaded file."""
+    from stasc.cli import train_main
+
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    api = fake_api()
+    api.create_commit.side_effect = [http_error(401), None, None, None, None, None]
+    monkeypatch.setattr("huggingface_hub.HfApi", lambda *args, **kwargs: api)
+    train, test = city_questions
+    output = tmp_path / "run"
+    code = train_main(["--model", str(tiny_model_dir), "--dataset", str(train), "--test-dataset", str(test),
+                       "--output-dir", str(output), "--iterations", "1", "--max-new-tokens", "4", "--dtype", "float32",
+                       "--train-batch-size", "4", "--push-to-hub", REPO, "--log-level", "debug"])
+    assert code == 0
+    logs = capfd.readouterr()
+    assert "Hub push failed" in logs.err and "HTTP 401" in logs.err  # the failure was logged, at debug level
+    assert SECRET not in logs.out + logs.err
+    for path in output.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+    for commit in api.create_commit.call_args_list:
+        for content in operations(commit).values():
+            assert SECRET.encode() not in (content if isinstance(content, bytes) else Path(content).read_bytes())
+
+
 @pytest.mark.parametrize("repo_id", ["no-slash", "a/b/c", "org/na me", "org/-bad", "org/a..b", ""])
 def test_invalid_repo_ids_are_refused_before_any_call(repo_id: str) -> None:
     with pytest.raises(StascError, match="Invalid Hub repository id"):

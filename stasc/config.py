@@ -188,7 +188,9 @@ class StascConfig:
     lr_scheduler: str = _field(
         "cosine", "Learning-rate schedule.", ["cosine", "linear", "constant", "constant_with_warmup"]
     )
-    warmup_ratio: float = _field(0.03, "Fraction of steps spent warming up the learning rate.")
+    warmup_ratio: float = _field(
+        0.03, "Fraction of optimizer steps spent warming up the learning rate (rounded down: short iterations skip it)."
+    )
     weight_decay: float = _field(0.1, "AdamW weight decay.")
     max_seq_length: int = _field(
         768, "Longest training conversation in tokens; longer ones are skipped with a warning."

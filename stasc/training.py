@@ -78,6 +78,13 @@ class CorrectionTrainer(Trainer):
         return (loss, {"logits": logits}) if return_outputs else loss
 
 
+def warmup_steps(ratio: float, steps: int) -> int:
+    """Warm-up steps, rounded down: a warm-up step starts at learning rate 0, so rounding up (as
+    transformers does for a ratio) would make the only step of a one-step iteration learn nothing,
+    and the improving filter often keeps fewer examples than one batch."""
+    return int(ratio * steps)
+
+
 def make_collator(policy: Policy) -> DataCollatorForSeq2Seq:
     """Right-padded batches; padding positions carry no label."""
     return DataCollatorForSeq2Seq(policy.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
@@ -123,7 +130,7 @@ def train_adapter(
             num_train_epochs=config.epochs,
             learning_rate=config.learning_rate,
             lr_scheduler_type=config.lr_scheduler,
-            warmup_steps=config.warmup_ratio,
+            warmup_steps=warmup_steps(config.warmup_ratio, steps),
             weight_decay=config.weight_decay,
             bf16=weights_dtype == torch.bfloat16 and torch.cuda.is_available(),
             logging_steps=max(1, steps // 10),

@@ -14,7 +14,7 @@ from stasc.models import load_model, load_tokenizer
 from stasc.policy import Policy
 from stasc.prompts import training_messages
 from stasc.tokenization import tokenize_conversation
-from stasc.training import CorrectionTrainer, make_collator, train_adapter, training_mode
+from stasc.training import CorrectionTrainer, make_collator, train_adapter, training_mode, warmup_steps
 
 CONVERSATIONS = [
     training_messages(f"Which city is number {i}?", "Rome" * (i % 3 + 1), " London" * (i % 4 + 1), "Answer.", "Correct it.")
@@ -63,6 +63,20 @@ def test_training_moves_only_the_adapter(policy: Policy) -> None:
     assert all(torch.equal(after[n], value) for n, value in base.items()), "base weights are frozen"
     assert any(not torch.equal(after[n], value) for n, value in lora.items()), "the adapter learned"
     assert policy.tokenizer.padding_side == "left", "generation padding is restored"
+
+
+def test_an_iteration_of_one_optimizer_step_still_learns(policy: Policy) -> None:
+    """The improving filter often keeps fewer examples than one batch: that single step must not be a
+    warm-up step at learning rate 0 (it was, and such iterations saved an untrained adapter)."""
+    lora = {n: p.detach().clone() for n, p in policy.model.named_parameters() if "lora_B" in n}
+    report = train_adapter(policy, CONVERSATIONS[:4], StascConfig(train_batch_size=8, warmup_ratio=0.03), seed=0)
+    assert report.steps == 1
+    after = dict(policy.model.named_parameters())
+    assert any(not torch.equal(after[n], value) for n, value in lora.items()), "the one step moved the adapter"
+
+
+def test_warmup_is_rounded_down() -> None:
+    assert [warmup_steps(0.03, steps) for steps in (1, 9, 33, 34, 100)] == [0, 0, 0, 1, 3]
 
 
 def test_overlong_conversations_are_skipped(policy: Policy) -> None:

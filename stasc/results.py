@@ -99,10 +99,6 @@ def rank_variants(runs: Sequence[RunSummary]) -> list[RunSummary]:
     return sorted(runs, key=key, reverse=True)
 
 
-def _percent(estimate: Estimate) -> str:
-    return f"{estimate.value:.3f} [{estimate.low:.3f}, {estimate.high:.3f}]"
-
-
 def iteration_table(runs: Sequence[RunSummary]) -> str:
     """One row per variant and iteration: in-accuracy with 95% intervals, transitions, kept examples."""
     lines = [
@@ -114,7 +110,7 @@ def iteration_table(runs: Sequence[RunSummary]) -> str:
             kept = "-" if item.kept_examples is None else str(item.kept_examples)
             seconds = "-" if item.seconds is None else f"{item.seconds:.0f}"
             lines.append(
-                f"| {run.variant} | {item.iteration} | {kept} | {_percent(item.initial)} | {_percent(item.correction)} "
+                f"| {run.variant} | {item.iteration} | {kept} | {item.initial.format()} | {item.correction.format()} "
                 f"| {item.transitions['correct_to_incorrect']:.3f} | {item.transitions['incorrect_to_correct']:.3f} "
                 f"| {seconds} |"
             )
@@ -136,7 +132,7 @@ def comparison_table(runs: Sequence[RunSummary], *, seed: int = 0) -> str:
             bootstrap_difference(last.correction_correct, last.initial_correct, seed=seed),
         ]
         lines.append(
-            f"| {run.variant} | {_percent(last.correction)} | "
+            f"| {run.variant} | {last.correction.format()} | "
             + " | ".join(_signed(cell) for cell in cells)
             + " |"
         )

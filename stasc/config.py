@@ -182,8 +182,8 @@ class StascConfig:
     train_batch_size: int = _field(8, "Examples per optimizer step (effective batch size).")
     gradient_accumulation_steps: int = _field(
         2,
-        "Split each optimizer step into this many forward/backward passes (saves memory; 2 keeps the default "
-        "run under 6 GB at the same speed).",
+        "Split each optimizer step into this many forward/backward passes (saves memory; 2 halves the "
+        "default run's training activations at the same speed).",
     )
     lr_scheduler: str = _field(
         "cosine", "Learning-rate schedule.", ["cosine", "linear", "constant", "constant_with_warmup"]

@@ -42,6 +42,7 @@ class RunSummary:
     iterations: tuple[IterationSummary, ...]
     wall_seconds: float
     storage_bytes: int
+    complete: bool = True
 
     @property
     def last(self) -> IterationSummary:
@@ -86,6 +87,7 @@ def summarize_run(run_dir: Path, *, seed: int = 0) -> RunSummary:
         iterations=tuple(iterations),
         wall_seconds=(finished - started).total_seconds(),
         storage_bytes=directory_bytes(run_dir),
+        complete=manifest.get("status") == "complete",
     )
 
 
@@ -212,11 +214,9 @@ def replace_generated(document: str, generated: str) -> str:
 
 def load_runs(root: Path, prefix: str) -> list[RunSummary]:
     """Every finished run under root whose directory name starts with prefix."""
-    runs = []
-    for run_dir in sorted(Path(root).glob(f"{prefix}*")):
-        if (run_dir / "run.json").is_file() and read_manifest(run_dir).get("status") == "complete":
-            runs.append(summarize_run(run_dir))
-    return runs
+    run_dirs = sorted(run_dir for run_dir in Path(root).glob(f"{prefix}*") if (run_dir / "run.json").is_file())
+    summaries = [summarize_run(run_dir) for run_dir in run_dirs]
+    return [summary for summary in summaries if summary.complete]
 
 
 def frame(runs: Sequence[RunSummary]) -> pd.DataFrame:

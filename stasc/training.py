@@ -78,6 +78,13 @@ class CorrectionTrainer(Trainer):
         return (loss, {"logits": logits}) if return_outputs else loss
 
 
+def optimizer_steps(examples: int, per_device: int, processes: int, accumulation: int, epochs: float) -> int:
+    """The optimizer steps Trainer will take: each process gets its share of the examples in batches
+    of per_device, and every `accumulation` batches (or the last few of an epoch) make one step."""
+    batches = math.ceil(math.ceil(examples / processes) / per_device)
+    return math.ceil(math.ceil(batches / accumulation) * epochs)
+
+
 def warmup_steps(ratio: float, steps: int) -> int:
     """Warm-up steps, rounded down: a warm-up step starts at learning rate 0, so rounding up (as
     transformers does for a ratio) would make the only step of a one-step iteration learn nothing,
@@ -120,7 +127,7 @@ def train_adapter(
             f"--train-batch-size {config.train_batch_size} is the batch over all {processes} processes; it must be "
             f"a multiple of processes x --gradient-accumulation-steps ({processes * config.gradient_accumulation_steps})."
         )
-    steps = math.ceil(math.ceil(len(dataset) / per_device) / config.gradient_accumulation_steps * config.epochs)
+    steps = optimizer_steps(len(dataset), per_device, processes, config.gradient_accumulation_steps, config.epochs)
     weights_dtype = next(policy.model.parameters()).dtype
     with tempfile.TemporaryDirectory(prefix="stasc-trainer-") as scratch:
         arguments = TrainingArguments(

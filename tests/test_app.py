@@ -416,14 +416,22 @@ def rss_megabytes() -> float:
 
 
 def ask_concurrently(url: str, questions: list[str], timeout: float = 300) -> list[Any]:
-    """One gradio_client per visitor, all asking at once; each result or the exception it raised."""
+    """One gradio_client per visitor, all submitting at the same moment; each result or the exception it raised."""
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     from gradio_client import Client
 
+    start = threading.Barrier(len(questions))
+
     def visitor(question: str) -> Any:
         try:
             client = Client(url, verbose=False, httpx_kwargs={"timeout": timeout})
+        except Exception as error:
+            start.abort()
+            return error
+        start.wait()  # every visitor is connected: the questions arrive together
+        try:
             return client.submit(KEY, 2, question, "London", 0, 8, api_name="/compare").result(timeout=timeout)
         except Exception as error:  # the outcome under test
             return error

@@ -75,6 +75,8 @@ def test_plot_is_a_png(tmp_path: Path) -> None:
 def test_report_script_writes_tables_plots_and_picks_the_best(tiny_run: Path, tmp_path: Path) -> None:
     root = tmp_path / "runs"
     shutil.copytree(tiny_run, root / "builtin-EIE")
+    unfinished = Path(shutil.copytree(tiny_run, root / "builtin-ENE")) / "run.json"
+    unfinished.write_text(json.dumps({**json.loads(unfinished.read_text()), "status": "running", "variant": "ENE"}))
     document = tmp_path / "docs" / "results.md"
     document.parent.mkdir()
     document.write_text("# Results\n\nHand-written reading.\n")
@@ -84,6 +86,7 @@ def test_report_script_writes_tables_plots_and_picks_the_best(tiny_run: Path, tm
     text = document.read_text()
     assert "Hand-written reading." in text
     assert "| EIE | 2 |" in text and "![" in text and "(figures/builtin.png)" in text
+    assert "| ENE |" not in text, "an unfinished run is left out"
     assert (tmp_path / "docs" / "figures" / "builtin.png").is_file()
     assert "correction_in_acc" in (tmp_path / "docs" / "results.csv").read_text()
     best = subprocess.run([*command[:3], "--best", "1"], check=True, capture_output=True, text=True)

@@ -14,7 +14,7 @@ from stasc.models import load_model, load_tokenizer
 from stasc.policy import Policy
 from stasc.prompts import training_messages
 from stasc.tokenization import tokenize_conversation
-from stasc.training import CorrectionTrainer, make_collator, train_adapter, training_mode, warmup_steps
+from stasc.training import CorrectionTrainer, make_collator, train_adapter, training_mode, optimizer_steps, warmup_steps
 
 CONVERSATIONS = [
     training_messages(f"Which city is number {i}?", "Rome" * (i % 3 + 1), " London" * (i % 4 + 1), "Answer.", "Correct it.")
@@ -73,6 +73,13 @@ def test_an_iteration_of_one_optimizer_step_still_learns(policy: Policy) -> None
     assert report.steps == 1
     after = dict(policy.model.named_parameters())
     assert any(not torch.equal(after[n], value) for n, value in lora.items()), "the one step moved the adapter"
+
+
+def test_optimizer_steps_count_each_process_share() -> None:
+    assert optimizer_steps(20, 4, 1, 1, 1.0) == 5
+    assert optimizer_steps(20, 1, 2, 2, 1.0) == 5  # 10 examples per process, 2 batches per step
+    assert optimizer_steps(21, 1, 2, 2, 1.0) == 6  # the last, short step of an epoch counts
+    assert optimizer_steps(8, 2, 1, 1, 2.0) == 8
 
 
 def test_warmup_is_rounded_down() -> None:

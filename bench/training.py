@@ -14,17 +14,20 @@ stasc.training.train_adapter as the loop calls it. Reports processed tokens per 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import stasc.training  # noqa: E402
 from bench.common import append_result  # noqa: E402
 from stasc.config import DEFAULT_CORRECTION_INSTRUCTIONS, DEFAULT_INSTRUCTIONS, StascConfig  # noqa: E402
 from stasc.data import load_qa_splits  # noqa: E402
@@ -51,29 +54,39 @@ def conversations(count: int) -> list[list[dict[str, str]]]:
     return result
 
 
-def plain_trainer(path: str, rows: list[list[dict[str, str]]], config: StascConfig) -> tuple[float, float]:
-    """Seconds and final loss of a textbook float32 Trainer + LoRA run."""
+def plain_trainer(
+    path: str, rows: list[list[dict[str, str]]], config: StascConfig, *, seed: int | None = None,
+    start: dict[str, torch.Tensor] | None = None,
+) -> tuple[float, float, int, dict[str, torch.Tensor]]:
+    """A textbook float32 Trainer + LoRA run: seconds, final loss, optimizer steps, trained LoRA weights.
+
+    start: LoRA weights to begin from (the loop's evolving fine-tuning); a fresh adapter otherwise.
+    """
     from datasets import Dataset
-    from peft import get_peft_model
+    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
     from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
+    seed = config.seed if seed is None else seed
     tokenizer = load_tokenizer(path)
     tokenizer.padding_side = "right"
-    torch.manual_seed(config.seed)
+    torch.manual_seed(seed)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), lora_config(config))
+    if start is not None:
+        set_peft_model_state_dict(model, {name: value.float() for name, value in start.items()})
     dataset = Dataset.from_list([tokenize_conversation(tokenizer, row) for row in rows])
     with tempfile.TemporaryDirectory() as scratch:
         arguments = TrainingArguments(
-            output_dir=scratch, per_device_train_batch_size=config.train_batch_size, num_train_epochs=1,
+            output_dir=scratch, per_device_train_batch_size=config.train_batch_size, num_train_epochs=config.epochs,
             learning_rate=config.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.03, weight_decay=0.1,
-            save_strategy="no", report_to=[], seed=config.seed, logging_steps=1000, disable_tqdm=True,
+            save_strategy="no", report_to=[], seed=seed, logging_steps=1000, disable_tqdm=True,
             dataloader_pin_memory=False,
         )
         trainer = Trainer(model=model, args=arguments, train_dataset=dataset,
                           data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
-        start = time.perf_counter()
+        began = time.perf_counter()
         output = trainer.train()
-        return time.perf_counter() - start, float(output.training_loss)
+        seconds = time.perf_counter() - began
+    return seconds, float(output.training_loss), output.global_step, get_peft_model_state_dict(model)
 
 
 def stasc_step(path: str, rows: list[list[dict[str, str]]], config: StascConfig) -> tuple[float, float]:
@@ -98,8 +111,11 @@ def main() -> None:
     tokens = sum(len(tokenize_conversation(tokenizer, row)["input_ids"]) for row in rows)
     config = StascConfig(log_level="warning")
     stasc_step(path, rows[:8], config)  # warm up kernels
-    base_seconds, base_loss = plain_trainer(path, rows, config)
+    base_seconds, base_loss, _, _ = plain_trainer(path, rows, config)
     our_seconds, our_loss = stasc_step(path, rows, config)
+    with mock.patch.object(stasc.training, "shared_prefix_length", lambda *args: 0):
+        unshared_seconds, _ = stasc_step(path, rows, config)
+    dropout_seconds, _ = stasc_step(path, rows, dataclasses.replace(config, lora_dropout=0.05))
     base_rate, our_rate = tokens / base_seconds, tokens / our_seconds
     lines = [
         f"- setting: {len(rows)} conversations ({tokens} tokens, {math.ceil(len(rows) / 8)} steps of 8), LoRA r 8 "
@@ -107,6 +123,8 @@ def main() -> None:
         f"- plain float32 Trainer: {base_rate:.0f} tok/s, final loss {base_loss:.3f}; stasc: {our_rate:.0f} tok/s "
         f"({pick_dtype(config.dtype)} base weights), final loss {our_loss:.3f}; "
         f"**speedup {our_rate / base_rate:.2f}x**",
+        f"- ideas, stasc's time with one of them undone: without the shared prompt prefix {unshared_seconds:.0f} s, "
+        f"with LoRA dropout 0.05 (the former default) {dropout_seconds:.0f} s, against {our_seconds:.0f} s",
     ]
     if not args.no_write:
         append_result("Training" + (" (quick)" if args.quick else ""), lines)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 from datasets import Dataset
-from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+from transformers import DataCollatorForSeq2Seq, DynamicCache, Trainer, TrainingArguments
 
 from stasc.config import StascConfig
 from stasc.distributed import current_processes
@@ -51,25 +51,53 @@ def build_training_dataset(
     return Dataset.from_list(kept), skipped
 
 
+MIN_SHARED_PREFIX = 16  # shorter shared prefixes are not worth a second forward call
+
+
+def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor, first_needed: int) -> int:
+    """How many leading tokens every row of the batch has in common (at most first_needed, the first
+    position whose logits the loss needs, and never the whole row); 0 when sharing does not pay."""
+    if input_ids.shape[0] < 2:
+        return 0
+    same = (input_ids == input_ids[:1]).all(dim=0) & attention_mask.bool().all(dim=0)
+    length = min(int(same.int().cumprod(dim=0).sum()), first_needed, input_ids.shape[1] - 1)
+    return length if length >= MIN_SHARED_PREFIX else 0
+
+
 class CorrectionTrainer(Trainer):
-    """A Trainer that applies the output layer only where the loss needs it.
+    """A Trainer that computes only what the correction loss needs.
 
     The loss covers only the correction turn, a small share of each conversation, while the
     output layer (hidden x vocabulary, 49k words for SmolLM2) is the largest matrix of a small
-    model. Asking the model for logits only at positions where some row has a label (through
-    its own forward, so DDP, FSDP and DeepSpeed wrappers see the step) gives the same loss and
-    gradients as the model's own loss (tested) for a fraction of the cost.
+    model: the model gives logits only at positions where some row has a label (through its own
+    forward, so DDP, FSDP and DeepSpeed wrappers see the step). And every conversation starts
+    with the same system prompt and instructions: an unwrapped model runs that shared prefix
+    once for the batch and continues each row from its keys and values, instead of once per
+    row. Both give the same loss and gradients as the model's own loss (tested).
     """
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
+        input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
         targets = inputs["labels"][:, 1:]  # position t predicts token t + 1
         supervised = targets != IGNORE_INDEX
         keep = supervised.any(dim=0).nonzero().squeeze(-1)  # positions where some row has a label
-        # through the model's own forward, so a DDP / FSDP / DeepSpeed wrapper sees the step
-        logits = model(
-            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False,
-            logits_to_keep=keep,
-        ).logits
+        first_needed = int(keep[0]) if keep.numel() else input_ids.shape[1]
+        # two forward calls per batch are fine for the model itself, not for a DDP / FSDP / DeepSpeed wrapper
+        shared = shared_prefix_length(input_ids, attention_mask, first_needed) if model is self.model else 0
+        if shared:
+            cache = DynamicCache(config=self.model.config)
+            model(input_ids=input_ids[:1, :shared], attention_mask=attention_mask[:1, :shared],
+                  past_key_values=cache, use_cache=True, logits_to_keep=1)
+            cache.batch_repeat_interleave(input_ids.shape[0])  # differentiable: gradients of all rows add up
+            positions = torch.arange(shared, input_ids.shape[1], device=input_ids.device).expand(input_ids.shape[0], -1)
+            logits = model(
+                input_ids=input_ids[:, shared:], attention_mask=attention_mask, position_ids=positions,
+                past_key_values=cache, use_cache=True, logits_to_keep=keep - shared,
+            ).logits
+        else:
+            logits = model(
+                input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=keep,
+            ).logits
         mask = supervised[:, keep]
         logits = logits[mask].float()
         loss = torch.nn.functional.cross_entropy(logits, targets[:, keep][mask], reduction="sum")

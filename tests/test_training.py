@@ -14,7 +14,16 @@ from stasc.models import load_model, load_tokenizer
 from stasc.policy import Policy
 from stasc.prompts import training_messages
 from stasc.tokenization import tokenize_conversation
-from stasc.training import CorrectionTrainer, make_collator, train_adapter, training_mode, optimizer_steps, warmup_steps
+from stasc.training import (
+    MIN_SHARED_PREFIX,
+    CorrectionTrainer,
+    make_collator,
+    optimizer_steps,
+    shared_prefix_length,
+    train_adapter,
+    training_mode,
+    warmup_steps,
+)
 
 CONVERSATIONS = [
     training_messages(f"Which city is number {i}?", "Rome" * (i % 3 + 1), " London" * (i % 4 + 1), "Answer.", "Correct it.")
@@ -40,6 +49,10 @@ def test_loss_on_supervised_positions_equals_the_models_own_loss(policy: Policy,
     losses, gradients = [], []
     with training_mode(policy):
         batch = make_collator(policy)(rows)
+        first_label = int((batch["labels"] != -100).int().argmax(dim=1).min()) - 1
+        assert shared_prefix_length(batch["input_ids"], batch["attention_mask"], first_label) >= MIN_SHARED_PREFIX, (
+            "the batch shares its prompt prefix, so the shared-prefix path is the one compared"
+        )
         for compute in (lambda: policy.model(**batch).loss, lambda: trainer.compute_loss(policy.model, batch)):
             policy.model.zero_grad()
             loss = compute()
@@ -48,6 +61,22 @@ def test_loss_on_supervised_positions_equals_the_models_own_loss(policy: Policy,
             gradients.append(torch.cat([p.grad.flatten() for p in policy.model.parameters() if p.grad is not None]))
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     assert torch.allclose(gradients[0], gradients[1], rtol=1e-4, atol=1e-7)
+
+
+def test_shared_prefix_stops_at_the_first_difference_padding_or_needed_logit() -> None:
+    prefix = list(range(100, 100 + 2 * MIN_SHARED_PREFIX))
+    rows = torch.tensor([prefix + [1, 2, 3], prefix + [1, 5, 0], prefix + [7, 8, 9]])
+    mask = torch.ones_like(rows)
+    assert shared_prefix_length(rows, mask, first_needed=99) == len(prefix)
+    assert shared_prefix_length(rows[:2], mask[:2], first_needed=99) == len(prefix) + 1
+    assert shared_prefix_length(rows, mask, first_needed=MIN_SHARED_PREFIX + 3) == MIN_SHARED_PREFIX + 3
+    assert shared_prefix_length(rows, mask, first_needed=MIN_SHARED_PREFIX - 1) == 0, "too short to pay"
+    assert shared_prefix_length(rows[:1], mask[:1], first_needed=99) == 0, "one row shares with nobody"
+    short = mask.clone()
+    short[1, 20:] = 0  # a right-padded row ends inside the common tokens
+    assert shared_prefix_length(rows, short, first_needed=99) == 20
+    same = torch.tensor([prefix, prefix])
+    assert shared_prefix_length(same, torch.ones_like(same), first_needed=99) == len(prefix) - 1, "a row keeps a token"
 
 
 def test_training_moves_only_the_adapter(policy: Policy) -> None:

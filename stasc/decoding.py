@@ -2,7 +2,8 @@
 
 What it saves, measured in bench/generation.py:
 - each prompt is prefilled once and its KV cache copied for its samples
-  (generate prefills every sample separately);
+  (generate prefills every sample separately), and the tokens all prompts of a batch start
+  with (system prompt, instructions) are prefilled once for the whole batch;
 - rows that produced end-of-turn leave the batch, so later steps run on fewer rows
   (generate keeps computing padding for them until the longest row ends);
 - the prompt's last position reaches the output layer as a contiguous matrix (with a frozen,
@@ -98,6 +99,31 @@ def contiguous_output_layer(model: torch.nn.Module) -> Iterator[None]:
         handle.remove()
 
 
+MIN_SHARED_PREFIX = 16  # shorter common prefixes are not worth a forward call of their own
+
+
+def shared_prompt_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """Tokens all prompts start with (each keeps at least one of its own); 0 when not worth sharing."""
+    if len(prompts) < 2:
+        return 0
+    length = min(len(prompt) for prompt in prompts) - 1
+    first = prompts[0]
+    for prompt in prompts[1:]:
+        length = next((i for i in range(length) if prompt[i] != first[i]), length)
+    return length if length >= MIN_SHARED_PREFIX else 0
+
+
+def left_padded(rows: Sequence[Sequence[int]], pad_token_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask of rows padded on the left to the longest."""
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long, device=device)
+    attention = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+    for index, row in enumerate(rows):
+        input_ids[index, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+        attention[index, width - len(row) :] = 1
+    return input_ids, attention
+
+
 @torch.inference_mode()
 def decode(
     model: torch.nn.Module,
@@ -113,15 +139,16 @@ def decode(
     """New tokens for num_samples continuations of each prompt, ordered prompt by prompt."""
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
-    width = max(len(prompt) for prompt in prompts)
-    input_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long, device=device)
-    attention = torch.zeros((len(prompts), width), dtype=torch.long, device=device)
-    for row, prompt in enumerate(prompts):
-        input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-        attention[row, width - len(prompt) :] = 1
-    positions = (attention.cumsum(-1) - 1).clamp_min(0)
     cache = DynamicCache(config=model.config)
+    shared = shared_prompt_prefix(prompts)
+    input_ids, attention = left_padded([prompt[shared:] for prompt in prompts], pad_token_id, device)
+    positions = shared + (attention.cumsum(-1) - 1).clamp_min(0)
+    attention = torch.cat([attention.new_ones((len(prompts), shared)), attention], dim=-1)
     with contiguous_output_layer(model):
+        if shared:  # e.g. the system prompt and instructions: computed once, its keys and values copied to each row
+            model(input_ids=torch.tensor([prompts[0][:shared]], device=device), past_key_values=cache,
+                  use_cache=True, logits_to_keep=1)
+            cache.batch_repeat_interleave(len(prompts))
         logits = model(
             input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache,
             use_cache=True, logits_to_keep=1,

@@ -8,7 +8,15 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from stasc.decoding import DecodeSettings, _nucleus_sample, decode, sample_next, stop_token_ids
+from stasc.decoding import (
+    MIN_SHARED_PREFIX,
+    DecodeSettings,
+    _nucleus_sample,
+    decode,
+    sample_next,
+    shared_prompt_prefix,
+    stop_token_ids,
+)
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +55,26 @@ def reference_generate(model, tokenizer, prompts, num_samples, max_new_tokens):
 def test_greedy_matches_generate_token_for_token(free_model) -> None:
     model, tokenizer = free_model
     prompts = prompts_of(tokenizer, QUESTIONS)
+    assert shared_prompt_prefix(prompts) >= MIN_SHARED_PREFIX, "the system prompt is prefilled once for all rows"
     ours = decode(model, prompts, 2, DecodeSettings(24, 0.0, 1.0), pad_token_id=2, stop_ids=[2], seed=0)
     assert ours == reference_generate(model, tokenizer, prompts, 2, 24)
+
+
+def test_greedy_matches_generate_without_a_shared_prefix(free_model) -> None:
+    model, tokenizer = free_model
+    prompts = [tokenizer(question)["input_ids"] for question in QUESTIONS]
+    assert shared_prompt_prefix(prompts) == 0
+    ours = decode(model, prompts, 2, DecodeSettings(24, 0.0, 1.0), pad_token_id=2, stop_ids=[2], seed=0)
+    assert ours == reference_generate(model, tokenizer, prompts, 2, 24)
+
+
+def test_shared_prefix_leaves_every_prompt_a_token_of_its_own() -> None:
+    system = list(range(100, 100 + MIN_SHARED_PREFIX + 4))
+    assert shared_prompt_prefix([system + [1, 2], system + [1, 3], system + [4]]) == len(system)
+    assert shared_prompt_prefix([system + [1, 2], system + [1, 3]]) == len(system) + 1
+    assert shared_prompt_prefix([system, system]) == len(system) - 1
+    assert shared_prompt_prefix([system]) == 0, "one prompt shares with nobody"
+    assert shared_prompt_prefix([system[:MIN_SHARED_PREFIX - 1] + [1], system[:MIN_SHARED_PREFIX - 1] + [2]]) == 0
 
 
 def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(free_model) -> None:

@@ -49,8 +49,9 @@ def section(title: str, runs: list[RunSummary], figure: Path, document: Path) ->
             "Last iteration against the baseline, paired by question (differences with 95% intervals; bold = "
             "the interval excludes zero):",
             comparison_table(runs),
-            "Cost of each run (wall time from the manifest's start to its last write, on the 2-core CPU; "
-            "storage of the whole run directory):",
+            "Cost of each run (time = the sum of the seconds each timed iteration records, so pauses between "
+            "resumes do not count; runs made before iteration 0 recorded its seconds leave out its evaluation, "
+            "about two minutes here; storage of the whole run directory):",
             cost_table(runs),
         ]
     )

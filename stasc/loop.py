@@ -185,7 +185,9 @@ class StascRun:
         if done:
             logger.info("Resuming %s: iterations 0..%d are complete", self.run_dir, done - 1)
         if done == 0:
-            self._record(0, self._evaluate_iteration(0, adapter=None), adapter=None, extra={})
+            started = time.monotonic()
+            evaluation = self._evaluate_iteration(0, adapter=None)
+            self._record(0, evaluation, adapter=None, extra={"seconds": round(time.monotonic() - started, 1)})
         for iteration in range(len(self.manifest["iterations"]), self.config.iterations + 1):
             self._run_iteration(iteration)
         self.manifest["status"] = "complete"

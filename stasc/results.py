@@ -7,7 +7,6 @@ the prompting-only baseline (iteration 0) on the same questions.
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,9 +39,18 @@ class RunSummary:
     variant: str
     test_questions: int
     iterations: tuple[IterationSummary, ...]
-    wall_seconds: float
     storage_bytes: int
     complete: bool = True
+
+    @property
+    def timed_iterations(self) -> list[IterationSummary]:
+        """Iterations that record their own seconds (iteration 0 does in runs made since it was added)."""
+        return [item for item in self.iterations if item.seconds is not None]
+
+    @property
+    def compute_seconds(self) -> float:
+        """Time spent on the timed iterations; unlike created..updated it leaves out pauses between resumes."""
+        return sum(item.seconds or 0.0 for item in self.timed_iterations)
 
     @property
     def last(self) -> IterationSummary:
@@ -78,14 +86,11 @@ def summarize_run(run_dir: Path, *, seed: int = 0) -> RunSummary:
                 seconds=entry.get("seconds"),
             )
         )
-    started = datetime.datetime.fromisoformat(manifest["created_at"])
-    finished = datetime.datetime.fromisoformat(manifest["updated_at"])
     return RunSummary(
         name=run_dir.name,
         variant=str(manifest["variant"]),
         test_questions=manifest["data"]["test_questions"],
         iterations=tuple(iterations),
-        wall_seconds=(finished - started).total_seconds(),
         storage_bytes=directory_bytes(run_dir),
         complete=manifest.get("status") == "complete",
     )
@@ -147,11 +152,13 @@ def _signed(estimate: Estimate) -> str:
 
 
 def cost_table(runs: Sequence[RunSummary]) -> str:
-    lines = ["| variant | test questions | wall time | storage |", "|---|---:|---:|---:|"]
+    lines = ["| variant | test questions | iterations timed | time | storage |", "|---|---:|---|---:|---:|"]
     for run in runs:
-        minutes, seconds = divmod(round(run.wall_seconds), 60)
+        minutes, seconds = divmod(round(run.compute_seconds), 60)
+        timed = [item.iteration for item in run.timed_iterations]
+        span = f"{timed[0]}-{timed[-1]}" if timed else "none"
         lines.append(
-            f"| {run.variant} | {run.test_questions} | {minutes}:{seconds:02d} | "
+            f"| {run.variant} | {run.test_questions} | {span} | {minutes}:{seconds:02d} | "
             f"{run.storage_bytes / 1e6:.1f} MB |"
         )
     return "\n".join(lines)

@@ -19,6 +19,7 @@ from stasc.results import (  # noqa: E402
     RunSummary,
     comparison_table,
     cost_table,
+    design_choice_table,
     frame,
     iteration_table,
     load_runs,
@@ -49,6 +50,9 @@ def section(title: str, runs: list[RunSummary], figure: Path, document: Path) ->
             "Last iteration against the baseline, paired by question (differences with 95% intervals; bold = "
             "the interval excludes zero):",
             comparison_table(runs),
+            "Design choices, last iteration's corrections: each row compares two variants that differ in one "
+            "choice only (paired by question; bold = the interval excludes zero):",
+            design_choice_table(runs),
             "Cost of each run (time = the sum of the seconds each timed iteration records, so pauses between "
             "resumes do not count; runs made before iteration 0 recorded its seconds leave out its evaluation, "
             "about two minutes here; storage of the whole run directory):",

@@ -146,6 +146,40 @@ def comparison_table(runs: Sequence[RunSummary], *, seed: int = 0) -> str:
     return "\n".join(lines)
 
 
+DESIGN_CHOICES = (  # (letter position in the variant name, what it sets, first option, second option)
+    (0, "initialization", "F", "E"),
+    (1, "filter", "I", "N"),
+    (2, "fine-tuning", "F", "E"),
+)
+OPTION_NAMES = {
+    ("initialization", "F"): "fixed", ("initialization", "E"): "evolving",
+    ("filter", "I"): "improving", ("filter", "N"): "non-decreasing",
+    ("fine-tuning", "F"): "fixed", ("fine-tuning", "E"): "evolving",
+}
+
+
+def design_choice_table(runs: Sequence[RunSummary], *, seed: int = 0) -> str:
+    """For each design choice, every pair of variants that differ in that choice alone: the difference of
+    their last corrections' in-accuracy (second option minus first), paired by question."""
+    by_variant = {run.variant: run for run in runs}
+    lines = ["| choice | second − first option | pair | difference [95% CI] |", "|---|---|---|---|"]
+    for position, choice, first, second in DESIGN_CHOICES:
+        for variant in sorted(by_variant):
+            if variant[position] != first:
+                continue
+            other = variant[:position] + second + variant[position + 1 :]
+            if other not in by_variant:
+                continue
+            difference = bootstrap_difference(
+                by_variant[other].last.correction_correct, by_variant[variant].last.correction_correct, seed=seed
+            )
+            lines.append(
+                f"| {choice} | {OPTION_NAMES[choice, second]} − {OPTION_NAMES[choice, first]} | "
+                f"{other} − {variant} | {_signed(difference)} |"
+            )
+    return "\n".join(lines)
+
+
 def _signed(estimate: Estimate) -> str:
     text = f"{estimate.value:+.3f} [{estimate.low:+.3f}, {estimate.high:+.3f}]"
     return f"**{text}**" if estimate.excludes_zero() else text

@@ -10,6 +10,7 @@ import pytest
 
 from stasc.analysis import Estimate
 from stasc.results import (
+    design_choice_table,
     GENERATED_BEGIN,
     GENERATED_END,
     IterationSummary,
@@ -100,3 +101,20 @@ def test_report_script_says_what_is_missing(tmp_path: Path) -> None:
                             text=True)
     assert result.returncode == 2
     assert "run experiments/run_results.sh first" in result.stderr
+
+
+def test_design_choices_compare_variants_that_differ_in_that_choice_alone() -> None:
+    def run(variant: str, correct: tuple[int, ...]) -> RunSummary:
+        estimate = Estimate(0.5, 0.4, 0.6)
+        last = IterationSummary(1, 4, estimate, estimate, {}, correct, correct, 1.0)
+        return RunSummary(f"builtin-{variant}", variant, len(correct), (last, last), 1000)
+
+    table = design_choice_table(
+        [run("ENF", (1, 1, 1, 0) * 10), run("FNF", (1, 0, 0, 0) * 10), run("ENE", (1, 1, 1, 1) * 10)]
+    )
+    rows = [row.split(" | ") for row in table.splitlines()[2:]]
+    assert [row[:3] for row in rows] == [
+        ["| initialization", "evolving − fixed", "ENF − FNF"],
+        ["| fine-tuning", "evolving − fixed", "ENE − ENF"],
+    ], "one row per pair differing in one choice; none for pairs whose other variant is missing (FNE, EIF ...)"
+    assert rows[0][3].startswith("**+0.500 [") and rows[1][3].startswith("**+0.250 ["), "differences, significant"

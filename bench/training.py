@@ -116,6 +116,7 @@ def main() -> None:
     with mock.patch.object(stasc.training, "shared_prefix_length", lambda *args: 0):
         unshared_seconds, _ = stasc_step(path, rows, config)
     dropout_seconds, _ = stasc_step(path, rows, dataclasses.replace(config, lora_dropout=0.05))
+    whole_batch_seconds, _ = stasc_step(path, rows, dataclasses.replace(config, gradient_accumulation_steps=1))
     base_rate, our_rate = tokens / base_seconds, tokens / our_seconds
     lines = [
         f"- setting: {len(rows)} conversations ({tokens} tokens, {math.ceil(len(rows) / 8)} steps of 8), LoRA r 8 "
@@ -124,7 +125,9 @@ def main() -> None:
         f"({pick_dtype(config.dtype)} base weights), final loss {our_loss:.3f}; "
         f"**speedup {our_rate / base_rate:.2f}x**",
         f"- ideas, stasc's time with one of them undone: without the shared prompt prefix {unshared_seconds:.0f} s, "
-        f"with LoRA dropout 0.05 (the former default) {dropout_seconds:.0f} s, against {our_seconds:.0f} s",
+        f"with LoRA dropout 0.05 (the former default) {dropout_seconds:.0f} s, against {our_seconds:.0f} s; "
+        f"and all 8 conversations of a step in one pass (--gradient-accumulation-steps 1, more memory) "
+        f"{whole_batch_seconds:.0f} s",
     ]
     if not args.no_write:
         append_result("Training" + (" (quick)" if args.quick else ""), lines)

@@ -175,7 +175,7 @@ class StascConfig:
     lora_dropout: float = _field(
         0.0,
         "Dropout on the LoRA path. 0 (PEFT's default) skips drawing a random mask for every adapted "
-        "layer, which took a quarter of the CPU training time at 0.05 (bench/results.md).",
+        "layer, which took 20-30% of the CPU training time at 0.05 (bench/results.md).",
     )
     lora_target_modules: list[str] = _field(
         ["all-linear"],

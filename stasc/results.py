@@ -200,7 +200,7 @@ def cost_table(runs: Sequence[RunSummary]) -> str:
 
 def plot_runs(runs: Sequence[RunSummary], path: Path, title: str) -> None:
     """Small multiples, one panel per variant: initial and correction in-accuracy with 95% bands,
-    kept training examples as bars on a second axis."""
+    kept training examples as bars on a second axis, on the same scale in every panel."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -210,6 +210,7 @@ def plot_runs(runs: Sequence[RunSummary], path: Path, title: str) -> None:
     rows = -(-len(runs) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.8 * rows), sharey=True, squeeze=False)
     top = max(max(item.initial.high, item.correction.high) for run in runs for item in run.iterations)
+    most_kept = max([item.kept_examples or 0 for run in runs for item in run.iterations] + [1])  # one scale for all
     for axis, run in zip(axes.flat, runs):
         steps = [item.iteration for item in run.iterations]
         for label, pick, colour in (("initial", "initial", "tab:blue"), ("correction", "correction", "tab:orange")):
@@ -223,7 +224,7 @@ def plot_runs(runs: Sequence[RunSummary], path: Path, title: str) -> None:
             width=0.35, color="grey", alpha=0.3,
         )
         kept_axis.bar_label(bars, fontsize=7, color="dimgrey")
-        kept_axis.set_ylim(0, max([item.kept_examples or 0 for item in run.iterations] + [1]) * 3)
+        kept_axis.set_ylim(0, most_kept * 3)
         kept_axis.set_yticks([])
         axis.set_title(run.variant)
         axis.set_xticks(steps)

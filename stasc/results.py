@@ -147,15 +147,10 @@ def comparison_table(runs: Sequence[RunSummary], *, seed: int = 0) -> str:
 
 
 DESIGN_CHOICES = (  # (letter position in the variant name, what it sets, first option, second option)
-    (0, "initialization", "F", "E"),
-    (1, "filter", "I", "N"),
-    (2, "fine-tuning", "F", "E"),
+    (0, "initialization", ("F", "fixed"), ("E", "evolving")),
+    (1, "filter", ("I", "improving"), ("N", "non-decreasing")),
+    (2, "fine-tuning", ("F", "fixed"), ("E", "evolving")),
 )
-OPTION_NAMES = {
-    ("initialization", "F"): "fixed", ("initialization", "E"): "evolving",
-    ("filter", "I"): "improving", ("filter", "N"): "non-decreasing",
-    ("fine-tuning", "F"): "fixed", ("fine-tuning", "E"): "evolving",
-}
 
 
 def design_choice_table(runs: Sequence[RunSummary], *, seed: int = 0) -> str:
@@ -163,7 +158,7 @@ def design_choice_table(runs: Sequence[RunSummary], *, seed: int = 0) -> str:
     their last corrections' in-accuracy (second option minus first), paired by question."""
     by_variant = {run.variant: run for run in runs}
     lines = ["| choice | second − first option | pair | difference [95% CI] |", "|---|---|---|---|"]
-    for position, choice, first, second in DESIGN_CHOICES:
+    for position, choice, (first, first_name), (second, second_name) in DESIGN_CHOICES:
         for variant in sorted(by_variant):
             if variant[position] != first:
                 continue
@@ -174,7 +169,7 @@ def design_choice_table(runs: Sequence[RunSummary], *, seed: int = 0) -> str:
                 by_variant[other].last.correction_correct, by_variant[variant].last.correction_correct, seed=seed
             )
             lines.append(
-                f"| {choice} | {OPTION_NAMES[choice, second]} − {OPTION_NAMES[choice, first]} | "
+                f"| {choice} | {second_name} − {first_name} | "
                 f"{other} − {variant} | {_signed(difference)} |"
             )
     return "\n".join(lines)

@@ -18,6 +18,7 @@ from datasets import Dataset
 from transformers import DataCollatorForSeq2Seq, DynamicCache, Trainer, TrainingArguments
 
 from stasc.config import StascConfig
+from stasc.decoding import MIN_SHARED_PREFIX
 from stasc.distributed import current_processes
 from stasc.errors import StascError
 from stasc.policy import Policy
@@ -49,9 +50,6 @@ def build_training_dataset(
     if skipped:
         logger.warning("Skipped %d training conversations longer than --max-seq-length %d", skipped, max_seq_length)
     return Dataset.from_list(kept), skipped
-
-
-MIN_SHARED_PREFIX = 16  # shorter shared prefixes are not worth a second forward call
 
 
 def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor, first_needed: int) -> int:

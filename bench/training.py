@@ -8,7 +8,9 @@ conversations (built-in questions with a wrong first answer and a corrected seco
 loss only on the correction), one epoch, batch 8, same seed. The baseline is what one
 would write with Trainer: float32 weights, padded batches. stasc's step is
 stasc.training.train_adapter as the loop calls it. Reports processed tokens per second
-(all tokens of each conversation) and the final training loss of both.
+(all tokens of each conversation); the loss both trained adapters reach, each measured the
+same way (float32, all conversations) next to its spread over two seeds; and stasc's time
+with each of its ideas undone.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from stasc.models import load_model, load_tokenizer, pick_dtype, resolve_model_p
 from stasc.policy import Policy  # noqa: E402
 from stasc.prompts import training_messages  # noqa: E402
 from stasc.tokenization import tokenize_conversation  # noqa: E402
-from stasc.training import train_adapter  # noqa: E402
+from stasc.training import optimizer_steps, train_adapter, warmup_steps  # noqa: E402
 
 
 def conversations(count: int) -> list[list[dict[str, str]]]:
@@ -60,6 +62,9 @@ def plain_trainer(
 ) -> tuple[float, float, int, dict[str, torch.Tensor]]:
     """A textbook float32 Trainer + LoRA run: seconds, final loss, optimizer steps, trained LoRA weights.
 
+    Same hyperparameters as stasc's step (the warm-up rounded down the same way), so that only the
+    implementation differs.
+
     start: LoRA weights to begin from (the loop's evolving fine-tuning); a fresh adapter otherwise.
     """
     from datasets import Dataset
@@ -77,7 +82,10 @@ def plain_trainer(
     with tempfile.TemporaryDirectory() as scratch:
         arguments = TrainingArguments(
             output_dir=scratch, per_device_train_batch_size=config.train_batch_size, num_train_epochs=config.epochs,
-            learning_rate=config.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.03, weight_decay=0.1,
+            learning_rate=config.learning_rate, lr_scheduler_type=config.lr_scheduler,
+            warmup_steps=warmup_steps(
+                config.warmup_ratio, optimizer_steps(len(rows), config.train_batch_size, 1, 1, config.epochs)),
+            weight_decay=config.weight_decay,
             save_strategy="no", report_to=[], seed=seed, logging_steps=1000, disable_tqdm=True,
             dataloader_pin_memory=False,
         )
@@ -89,12 +97,42 @@ def plain_trainer(
     return seconds, float(output.training_loss), output.global_step, get_peft_model_state_dict(model)
 
 
-def stasc_step(path: str, rows: list[list[dict[str, str]]], config: StascConfig) -> tuple[float, float]:
+def stasc_step(
+    path: str, rows: list[list[dict[str, str]]], config: StascConfig
+) -> tuple[float, float, dict[str, torch.Tensor]]:
+    """stasc's training step as the loop runs it: seconds, training loss, trained LoRA weights."""
+    from peft import get_peft_model_state_dict
+
     tokenizer = load_tokenizer(path)
     policy = Policy(load_model(path, dtype=pick_dtype(config.dtype)), tokenizer, lora_config(config), seed=config.seed)
     start = time.perf_counter()
     report = train_adapter(policy, rows, config, seed=config.seed)
-    return time.perf_counter() - start, report.train_loss
+    return time.perf_counter() - start, report.train_loss, get_peft_model_state_dict(policy.model)
+
+
+def float32_loss(
+    path: str, rows: list[list[dict[str, str]]], config: StascConfig, adapter: dict[str, torch.Tensor]
+) -> float:
+    """Loss per supervised token of the base model plus a trained adapter, in float32, over all the
+    conversations: one yardstick for adapters trained in different precisions."""
+    from peft import get_peft_model, set_peft_model_state_dict
+    from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq
+
+    tokenizer = load_tokenizer(path)
+    tokenizer.padding_side = "right"
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), lora_config(config))
+    set_peft_model_state_dict(model, {name: value.float() for name, value in adapter.items()})
+    model.eval()
+    collate = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    examples = [tokenize_conversation(tokenizer, row) for row in rows]
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(examples), 8):
+            batch = collate(examples[start : start + 8])
+            supervised = int((batch["labels"][:, 1:] != -100).sum())
+            total += model(**batch).loss.item() * supervised
+            count += supervised
+    return total / count
 
 
 def main() -> None:
@@ -111,23 +149,37 @@ def main() -> None:
     tokens = sum(len(tokenize_conversation(tokenizer, row)["input_ids"]) for row in rows)
     config = StascConfig(log_level="warning")
     stasc_step(path, rows[:8], config)  # warm up kernels
-    base_seconds, base_loss, _, _ = plain_trainer(path, rows, config)
-    our_seconds, our_loss = stasc_step(path, rows, config)
+    base_seconds, base_loss, _, base_adapter = plain_trainer(path, rows, config)
+    our_seconds, our_loss, our_adapter = stasc_step(path, rows, config)
+    undone = {}
     with mock.patch.object(stasc.training, "shared_prefix_length", lambda *args: 0):
-        unshared_seconds, _ = stasc_step(path, rows, config)
-    dropout_seconds, _ = stasc_step(path, rows, dataclasses.replace(config, lora_dropout=0.05))
-    whole_batch_seconds, _ = stasc_step(path, rows, dataclasses.replace(config, gradient_accumulation_steps=1))
+        undone["without the shared prompt prefix"] = stasc_step(path, rows, config)[0]
+    with mock.patch.object(stasc.training, "training_attention", lambda device, current, longest: current):
+        undone["with SDPA attention instead of eager"] = stasc_step(path, rows, config)[0]
+    with mock.patch.object(stasc.training, "trains_in_bfloat16", lambda policy: False):
+        undone["with float32 adapter compute (PEFT's casts)"] = stasc_step(path, rows, config)[0]
+    undone["with LoRA dropout 0.05 (the former default)"] = stasc_step(
+        path, rows, dataclasses.replace(config, lora_dropout=0.05))[0]
+    undone["with all 8 conversations of a step in one pass (--gradient-accumulation-steps 1)"] = stasc_step(
+        path, rows, dataclasses.replace(config, gradient_accumulation_steps=1))[0]
+    other_seed = dataclasses.replace(config, seed=config.seed + 1)
+    *_, base_adapter_2 = plain_trainer(path, rows, other_seed)
+    *_, our_adapter_2 = stasc_step(path, rows, other_seed)
+    base_final = [float32_loss(path, rows, config, adapter) for adapter in (base_adapter, base_adapter_2)]
+    our_final = [float32_loss(path, rows, config, adapter) for adapter in (our_adapter, our_adapter_2)]
     base_rate, our_rate = tokens / base_seconds, tokens / our_seconds
     lines = [
         f"- setting: {len(rows)} conversations ({tokens} tokens, {math.ceil(len(rows) / 8)} steps of 8), LoRA r 8 "
         f"all-linear, 1 epoch, lr {config.learning_rate}",
-        f"- plain float32 Trainer: {base_rate:.0f} tok/s, final loss {base_loss:.3f}; stasc: {our_rate:.0f} tok/s "
-        f"({pick_dtype(config.dtype)} base weights), final loss {our_loss:.3f}; "
+        f"- plain float32 Trainer: {base_rate:.0f} tok/s, training loss {base_loss:.3f}; stasc: {our_rate:.0f} tok/s "
+        f"({pick_dtype(config.dtype)} base weights), training loss {our_loss:.3f}; "
         f"**speedup {our_rate / base_rate:.2f}x**",
-        f"- ideas, stasc's time with one of them undone: without the shared prompt prefix {unshared_seconds:.0f} s, "
-        f"with LoRA dropout 0.05 (the former default) {dropout_seconds:.0f} s, against {our_seconds:.0f} s; "
-        f"and all 8 conversations of a step in one pass (--gradient-accumulation-steps 1, more memory) "
-        f"{whole_batch_seconds:.0f} s",
+        f"- loss after training, both adapters measured in float32 on all conversations, seeds {config.seed} and "
+        f"{config.seed + 1}: plain Trainer {base_final[0]:.3f} / {base_final[1]:.3f}, "
+        f"stasc {our_final[0]:.3f} / {our_final[1]:.3f}",
+        "- ideas, stasc's time with one of them undone: "
+        + "; ".join(f"{idea} {seconds:.0f} s" for idea, seconds in undone.items())
+        + f"; against {our_seconds:.0f} s with all",
     ]
     if not args.no_write:
         append_result("Training" + (" (quick)" if args.quick else ""), lines)

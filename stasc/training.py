@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 from datasets import Dataset
+from peft.helpers import disable_input_dtype_casting
 from transformers import DataCollatorForSeq2Seq, DynamicCache, Trainer, TrainingArguments
 
 from stasc.config import StascConfig
@@ -26,6 +27,10 @@ from stasc.prompts import Message
 from stasc.tokenization import IGNORE_INDEX, tokenize_conversation
 
 logger = logging.getLogger(__name__)
+
+EAGER_ATTENTION_MAX_TOKENS = 384
+"""Up to this many tokens per conversation, eager attention (plain matmuls) runs forward and backward
+faster than SDPA's fused kernel on a CPU; beyond it, slower (measured on the bundled model's shapes)."""
 
 
 @dataclass(frozen=True)
@@ -123,18 +128,39 @@ def make_collator(policy: Policy) -> DataCollatorForSeq2Seq:
     return DataCollatorForSeq2Seq(policy.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
 
 
+def training_attention(device: torch.device, current: str, longest: int) -> str:
+    """The attention implementation to train with: eager on a CPU for conversations short enough
+    (STaSC's are 150-300 tokens), the model's own otherwise (SDPA stays best for sampling)."""
+    if device.type == "cpu" and current == "sdpa" and longest <= EAGER_ATTENTION_MAX_TOKENS:
+        return "eager"
+    return current
+
+
+def trains_in_bfloat16(policy: Policy) -> bool:
+    """Whether the adapters compute in bfloat16 under autocast (their weights and optimizer stay
+    float32): with bfloat16 base weights PEFT would otherwise cast every adapted layer's input up
+    to float32 and its output back, several full-size copies per layer and step."""
+    return next(policy.model.parameters()).dtype == torch.bfloat16
+
+
 @contextlib.contextmanager
-def training_mode(policy: Policy) -> Iterator[None]:
-    """Train mode, right padding, and no KV cache (the model would otherwise build one)."""
-    config = policy.model.get_base_model().config
-    use_cache = config.use_cache
+def training_mode(policy: Policy, attention: str | None = None) -> Iterator[None]:
+    """Train mode, right padding, no KV cache (the model would otherwise build one), and the
+    given attention implementation; everything is put back for sampling afterwards."""
+    base_model = policy.model.get_base_model()
+    config = base_model.config
+    use_cache, sampling_attention = config.use_cache, config._attn_implementation
     config.use_cache = False
+    if attention and attention != sampling_attention:
+        base_model.set_attn_implementation(attention)
     policy.tokenizer.padding_side = "right"
     policy.model.train()
     try:
         yield
     finally:
         config.use_cache = use_cache
+        if config._attn_implementation != sampling_attention:
+            base_model.set_attn_implementation(sampling_attention)
         policy.tokenizer.padding_side = "left"
         policy.model.eval()
 
@@ -154,7 +180,11 @@ def train_adapter(
             f"a multiple of processes x --gradient-accumulation-steps ({processes * config.gradient_accumulation_steps})."
         )
     steps = optimizer_steps(len(dataset), per_device, processes, config.gradient_accumulation_steps, config.epochs)
-    weights_dtype = next(policy.model.parameters()).dtype
+    bfloat16 = trains_in_bfloat16(policy)
+    attention = training_attention(
+        policy.device, policy.model.get_base_model().config._attn_implementation,
+        max(len(row) for row in dataset["input_ids"]),
+    )
     with tempfile.TemporaryDirectory(prefix="stasc-trainer-") as scratch:
         arguments = TrainingArguments(
             output_dir=scratch,
@@ -165,7 +195,8 @@ def train_adapter(
             lr_scheduler_type=config.lr_scheduler,
             warmup_steps=warmup_steps(config.warmup_ratio, steps),
             weight_decay=config.weight_decay,
-            bf16=weights_dtype == torch.bfloat16 and torch.cuda.is_available(),
+            bf16=bfloat16,
+            use_cpu=policy.device.type == "cpu",
             logging_steps=max(1, steps // 10),
             save_strategy="no",
             report_to=[] if config.report_to == "none" else [config.report_to],
@@ -176,7 +207,7 @@ def train_adapter(
             dataloader_pin_memory=False,
             disable_tqdm=False,
         )
-        with training_mode(policy):
+        with training_mode(policy, attention), disable_input_dtype_casting(policy.model, active=bfloat16):
             trainer = CorrectionTrainer(
                 model=policy.model, args=arguments, train_dataset=dataset, data_collator=make_collator(policy)
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -15,12 +16,14 @@ from stasc.policy import Policy
 from stasc.prompts import training_messages
 from stasc.tokenization import tokenize_conversation
 from stasc.training import (
+    EAGER_ATTENTION_MAX_TOKENS,
     MIN_SHARED_PREFIX,
     CorrectionTrainer,
     make_collator,
     optimizer_steps,
     shared_prefix_length,
     train_adapter,
+    training_attention,
     training_mode,
     warmup_steps,
 )
@@ -39,7 +42,10 @@ def policy(tiny_model_dir: Path) -> Policy:
     return Policy(model, tokenizer, lora_config(StascConfig(lora_dropout=0.0)), seed=0)
 
 
-def test_loss_on_supervised_positions_equals_the_models_own_loss(policy: Policy, tmp_path: Path) -> None:
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_loss_on_supervised_positions_equals_the_models_own_loss(
+    policy: Policy, tmp_path: Path, attention: str
+) -> None:
     rows = [tokenize_conversation(policy.tokenizer, conversation) for conversation in CONVERSATIONS]
     with torch.no_grad():  # LoRA B is zero at start; move it so adapters take part in the comparison
         for name, parameter in policy.model.named_parameters():
@@ -47,7 +53,8 @@ def test_loss_on_supervised_positions_equals_the_models_own_loss(policy: Policy,
                 parameter.normal_(std=0.02)
     trainer = CorrectionTrainer(model=policy.model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[]))
     losses, gradients = [], []
-    with training_mode(policy):
+    with training_mode(policy, attention):
+        assert policy.model.get_base_model().config._attn_implementation == attention
         batch = make_collator(policy)(rows)
         first_label = int((batch["labels"] != -100).int().argmax(dim=1).min()) - 1
         assert shared_prefix_length(batch["input_ids"], batch["attention_mask"], first_label) >= MIN_SHARED_PREFIX, (
@@ -92,6 +99,33 @@ def test_training_moves_only_the_adapter(policy: Policy) -> None:
     assert all(torch.equal(after[n], value) for n, value in base.items()), "base weights are frozen"
     assert any(not torch.equal(after[n], value) for n, value in lora.items()), "the adapter learned"
     assert policy.tokenizer.padding_side == "left", "generation padding is restored"
+    assert policy.model.get_base_model().config._attn_implementation == "sdpa", "sampling attention is restored"
+
+
+def test_short_conversations_train_with_eager_attention_on_a_cpu_only() -> None:
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert training_attention(cpu, "sdpa", EAGER_ATTENTION_MAX_TOKENS) == "eager"
+    assert training_attention(cpu, "sdpa", EAGER_ATTENTION_MAX_TOKENS + 1) == "sdpa", "long: SDPA is faster"
+    assert training_attention(gpu, "sdpa", 200) == "sdpa"
+    assert training_attention(gpu, "flash_attention_2", 200) == "flash_attention_2"
+
+
+def test_bfloat16_base_weights_train_float32_adapters_in_bfloat16(tiny_model_dir: Path) -> None:
+    """The adapters compute in bfloat16 under autocast (no float32 round trip of every layer's
+    input), while their weights, gradients and optimizer stay float32 and still learn."""
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    policy = Policy(load_model(str(tiny_model_dir), dtype=torch.bfloat16), tokenizer, lora_config(StascConfig()), seed=0)
+    lora = {n: p.detach().clone() for n, p in policy.model.named_parameters() if "lora_B" in n}
+    seen: set[torch.dtype] = set()
+    layer = next(m for n, m in policy.model.named_modules() if n.endswith("q_proj.lora_A.default"))
+    hook = layer.register_forward_hook(lambda module, args, output: seen.update({args[0].dtype, output.dtype}))
+    report = train_adapter(policy, CONVERSATIONS, StascConfig(train_batch_size=2, learning_rate=1e-2), seed=0)
+    hook.remove()
+    assert seen == {torch.bfloat16}, "the adapter's input and output stay in bfloat16"
+    assert math.isfinite(report.train_loss)
+    after = dict(policy.model.named_parameters())
+    assert all(after[n].dtype == torch.float32 for n in lora), "float32 master weights"
+    assert any(not torch.equal(after[n], value) for n, value in lora.items()), "the adapter learned"
 
 
 def test_an_iteration_of_one_optimizer_step_still_learns(policy: Policy) -> None:

@@ -154,7 +154,8 @@ def main() -> None:
     undone = {}
     with mock.patch.object(stasc.training, "shared_prefix_length", lambda *args: 0):
         undone["without the shared prompt prefix"] = stasc_step(path, rows, config)[0]
-    with mock.patch.object(stasc.training, "training_attention", lambda device, current, longest: current):
+    model_own = lambda device, model_attention, batch_tokens: model_attention  # noqa: E731
+    with mock.patch.object(stasc.training, "training_attention", model_own):
         undone["with SDPA attention instead of eager"] = stasc_step(path, rows, config)[0]
     with mock.patch.object(stasc.training, "trains_in_bfloat16", lambda policy: False):
         undone["with float32 adapter compute (PEFT's casts)"] = stasc_step(path, rows, config)[0]

@@ -28,9 +28,9 @@ from stasc.tokenization import IGNORE_INDEX, tokenize_conversation
 
 logger = logging.getLogger(__name__)
 
-EAGER_ATTENTION_MAX_TOKENS = 384
-"""Up to this many tokens per conversation, eager attention (plain matmuls) runs forward and backward
-faster than SDPA's fused kernel on a CPU; beyond it, slower (measured on the bundled model's shapes)."""
+EAGER_ATTENTION_MAX_TOKENS = 256
+"""Up to this many tokens per (padded) batch, eager attention (plain matrix products) runs forward and
+backward faster than SDPA's fused kernel on a CPU; beyond it, slower (bench/attention.py)."""
 
 
 @dataclass(frozen=True)
@@ -76,11 +76,20 @@ class CorrectionTrainer(Trainer):
     forward, so DDP, FSDP and DeepSpeed wrappers see the step). And every conversation starts
     with the same system prompt and instructions: an unwrapped model runs that shared prefix
     once for the batch and continues each row from its keys and values, instead of once per
-    row. Both give the same loss and gradients as the model's own loss (tested).
+    row. On a CPU, short batches run with eager attention (see training_attention). All of it
+    gives the same loss and gradients as the model's own loss (tested).
     """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.model_attention = self.model.get_base_model().config._attn_implementation
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
         input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
+        base_model = self.model.get_base_model()
+        attention = training_attention(input_ids.device, self.model_attention, input_ids.shape[1])
+        if base_model.config._attn_implementation != attention:
+            base_model.set_attn_implementation(attention)
         targets = inputs["labels"][:, 1:]  # position t predicts token t + 1
         supervised = targets != IGNORE_INDEX
         keep = supervised.any(dim=0).nonzero().squeeze(-1)  # positions where some row has a label
@@ -128,12 +137,12 @@ def make_collator(policy: Policy) -> DataCollatorForSeq2Seq:
     return DataCollatorForSeq2Seq(policy.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
 
 
-def training_attention(device: torch.device, current: str, longest: int) -> str:
-    """The attention implementation to train with: eager on a CPU for conversations short enough
-    (STaSC's are 150-300 tokens), the model's own otherwise (SDPA stays best for sampling)."""
-    if device.type == "cpu" and current == "sdpa" and longest <= EAGER_ATTENTION_MAX_TOKENS:
+def training_attention(device: torch.device, model_attention: str, batch_tokens: int) -> str:
+    """The attention implementation to train a batch with: eager on a CPU for short batches (STaSC's
+    conversations are 150-300 tokens), the model's own otherwise (SDPA stays best for sampling)."""
+    if device.type == "cpu" and model_attention == "sdpa" and batch_tokens <= EAGER_ATTENTION_MAX_TOKENS:
         return "eager"
-    return current
+    return model_attention
 
 
 def trains_in_bfloat16(policy: Policy) -> bool:
@@ -144,15 +153,13 @@ def trains_in_bfloat16(policy: Policy) -> bool:
 
 
 @contextlib.contextmanager
-def training_mode(policy: Policy, attention: str | None = None) -> Iterator[None]:
-    """Train mode, right padding, no KV cache (the model would otherwise build one), and the
-    given attention implementation; everything is put back for sampling afterwards."""
+def training_mode(policy: Policy) -> Iterator[None]:
+    """Train mode, right padding and no KV cache (the model would otherwise build one); afterwards the
+    sampling settings, and the attention implementation training may switch per batch, are put back."""
     base_model = policy.model.get_base_model()
     config = base_model.config
     use_cache, sampling_attention = config.use_cache, config._attn_implementation
     config.use_cache = False
-    if attention and attention != sampling_attention:
-        base_model.set_attn_implementation(attention)
     policy.tokenizer.padding_side = "right"
     policy.model.train()
     try:
@@ -181,10 +188,6 @@ def train_adapter(
         )
     steps = optimizer_steps(len(dataset), per_device, processes, config.gradient_accumulation_steps, config.epochs)
     bfloat16 = trains_in_bfloat16(policy)
-    attention = training_attention(
-        policy.device, policy.model.get_base_model().config._attn_implementation,
-        max(len(row) for row in dataset["input_ids"]),
-    )
     with tempfile.TemporaryDirectory(prefix="stasc-trainer-") as scratch:
         arguments = TrainingArguments(
             output_dir=scratch,
@@ -207,7 +210,7 @@ def train_adapter(
             dataloader_pin_memory=False,
             disable_tqdm=False,
         )
-        with training_mode(policy, attention), disable_input_dtype_casting(policy.model, active=bfloat16):
+        with training_mode(policy), disable_input_dtype_casting(policy.model, active=bfloat16):
             trainer = CorrectionTrainer(
                 model=policy.model, args=arguments, train_dataset=dataset, data_collator=make_collator(policy)
             )

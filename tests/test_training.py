@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+import stasc.training
 from transformers import TrainingArguments
 
 from stasc.config import StascConfig
@@ -42,19 +44,22 @@ def policy(tiny_model_dir: Path) -> Policy:
     return Policy(model, tokenizer, lora_config(StascConfig(lora_dropout=0.0)), seed=0)
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize(("eager_up_to", "attention"), [(0, "sdpa"), (10_000, "eager")])
 def test_loss_on_supervised_positions_equals_the_models_own_loss(
-    policy: Policy, tmp_path: Path, attention: str
+    policy: Policy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, eager_up_to: int, attention: str
 ) -> None:
+    """The trainer's loss (shared prefix, logits only where needed, per-batch attention) against the
+    model's own forward with its own SDPA attention."""
+    monkeypatch.setattr(stasc.training, "EAGER_ATTENTION_MAX_TOKENS", eager_up_to)
     rows = [tokenize_conversation(policy.tokenizer, conversation) for conversation in CONVERSATIONS]
     with torch.no_grad():  # LoRA B is zero at start; move it so adapters take part in the comparison
         for name, parameter in policy.model.named_parameters():
             if "lora_B" in name:
                 parameter.normal_(std=0.02)
     trainer = CorrectionTrainer(model=policy.model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[]))
+    config = policy.model.get_base_model().config
     losses, gradients = [], []
-    with training_mode(policy, attention):
-        assert policy.model.get_base_model().config._attn_implementation == attention
+    with training_mode(policy):
         batch = make_collator(policy)(rows)
         first_label = int((batch["labels"] != -100).int().argmax(dim=1).min()) - 1
         assert shared_prefix_length(batch["input_ids"], batch["attention_mask"], first_label) >= MIN_SHARED_PREFIX, (
@@ -66,6 +71,8 @@ def test_loss_on_supervised_positions_equals_the_models_own_loss(
             loss.backward()
             losses.append(loss.item())
             gradients.append(torch.cat([p.grad.flatten() for p in policy.model.parameters() if p.grad is not None]))
+        assert config._attn_implementation == attention, "the trainer picked the attention for this batch"
+    assert config._attn_implementation == "sdpa", "sampling attention is back"
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     assert torch.allclose(gradients[0], gradients[1], rtol=1e-4, atol=1e-7)
 
@@ -99,15 +106,15 @@ def test_training_moves_only_the_adapter(policy: Policy) -> None:
     assert all(torch.equal(after[n], value) for n, value in base.items()), "base weights are frozen"
     assert any(not torch.equal(after[n], value) for n, value in lora.items()), "the adapter learned"
     assert policy.tokenizer.padding_side == "left", "generation padding is restored"
-    assert policy.model.get_base_model().config._attn_implementation == "sdpa", "sampling attention is restored"
+    assert policy.model.get_base_model().config._attn_implementation == "sdpa", "sampling attention is back"
 
 
-def test_short_conversations_train_with_eager_attention_on_a_cpu_only() -> None:
+def test_short_batches_train_with_eager_attention_on_a_cpu_only() -> None:
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     assert training_attention(cpu, "sdpa", EAGER_ATTENTION_MAX_TOKENS) == "eager"
     assert training_attention(cpu, "sdpa", EAGER_ATTENTION_MAX_TOKENS + 1) == "sdpa", "long: SDPA is faster"
     assert training_attention(gpu, "sdpa", 200) == "sdpa"
-    assert training_attention(gpu, "flash_attention_2", 200) == "flash_attention_2"
+    assert training_attention(cpu, "flash_attention_2", 200) == "flash_attention_2", "a chosen kernel is kept"
 
 
 def test_bfloat16_base_weights_train_float32_adapters_in_bfloat16(tiny_model_dir: Path) -> None:

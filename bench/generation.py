@@ -6,8 +6,9 @@
 Same bundled model, dtype, prompts (built-in training questions), sampling settings and
 batch of sequences for both; generated tokens are counted up to and including end-of-turn.
 Also checks greedy equality with generate (in float32, where it must be exact, and in the
-benchmark's dtype) and reports the share of the machine's bfloat16
-matrix-multiply rate that generation reaches (FLOPs per generated token = 2 x parameters).
+benchmark's dtype, next to how often generate agrees with itself when only its batching
+changes) and reports the share of the machine's bfloat16 matrix-multiply rate that
+generation reaches (FLOPs per generated token = 2 x parameters).
 """
 
 from __future__ import annotations
@@ -73,12 +74,18 @@ def ours(model, tokenizer, prompts, num_samples, settings, batch_prompts, seed):
     return [rows[key] for key in sorted(rows)]
 
 
-def greedy_matches(model, tokenizer, prompts) -> int:
-    """How many prompts get exactly generate's greedy tokens from stasc's sampler."""
+def greedy_matches(model, tokenizer, prompts) -> tuple[int, int]:
+    """How many prompts get exactly the greedy tokens of generate (all prompts in one batch) from stasc's
+    sampler, and from generate itself called once per prompt: how much batching alone changes them."""
     greedy = DecodeSettings(24, 0.0, 1.0)
-    reference = [row[: row.index(2) + 1] if 2 in row else row
-                 for row in plain_generate(model, tokenizer, prompts, 1, greedy, len(prompts), 0)]
-    return sum(a == b for a, b in zip(ours(model, tokenizer, prompts, 1, greedy, len(prompts), 0), reference))
+
+    def until_stop(rows: list[list[int]]) -> list[list[int]]:
+        return [row[: row.index(2) + 1] if 2 in row else row for row in rows]
+
+    reference = until_stop(plain_generate(model, tokenizer, prompts, 1, greedy, len(prompts), 0))
+    per_prompt = until_stop(plain_generate(model, tokenizer, prompts, 1, greedy, 1, 0))
+    sampled = ours(model, tokenizer, prompts, 1, greedy, len(prompts), 0)
+    return sum(a == b for a, b in zip(sampled, reference)), sum(a == b for a, b in zip(per_prompt, reference))
 
 
 def timed(function, *args):
@@ -148,10 +155,12 @@ def main() -> None:
         f"T 0.6, top-p 0.9, max {args.max_new_tokens} new tokens",
         f"- plain generate: {base_rate:.0f} tok/s; stasc sampler: {our_rate:.0f} tok/s; "
         f"**speedup {our_rate / base_rate:.2f}x**",
-        "- greedy output identical to generate, prompts of 8: "
-        + ", ".join(f"{name} {matches}" for name, matches in greedy_agreement.items())
-        + " (bfloat16 rounds differently when the shared prefix is prefilled on its own, and a greedy choice "
-        "between near-equal tokens can flip)",
+        "- greedy output identical to generate's with all 8 prompts in one batch, prompts of 8: stasc sampler "
+        + ", ".join(f"{name} {ours_count}" for name, (ours_count, _) in greedy_agreement.items())
+        + "; generate itself, one prompt per call: "
+        + ", ".join(f"{name} {own_count}" for name, (_, own_count) in greedy_agreement.items())
+        + " (bfloat16 rounds differently for other batch shapes, e.g. a shared prefix prefilled on its own, and "
+        "a greedy choice between near-equal tokens can flip)",
         f"- matmul peak measured now: {peak:.0f} GFLOP/s ({dtype}); stasc sampler reaches {share:.1%} of it",
     ]
     if unshared_rate is not None:

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
-import stasc.training
 from transformers import TrainingArguments
 
+import stasc.training
 from stasc.config import StascConfig
 from stasc.loop import lora_config
 from stasc.models import load_model, load_tokenizer
@@ -121,7 +120,8 @@ def test_bfloat16_base_weights_train_float32_adapters_in_bfloat16(tiny_model_dir
     """The adapters compute in bfloat16 under autocast (no float32 round trip of every layer's
     input), while their weights, gradients and optimizer stay float32 and still learn."""
     tokenizer = load_tokenizer(str(tiny_model_dir))
-    policy = Policy(load_model(str(tiny_model_dir), dtype=torch.bfloat16), tokenizer, lora_config(StascConfig()), seed=0)
+    model = load_model(str(tiny_model_dir), dtype=torch.bfloat16)
+    policy = Policy(model, tokenizer, lora_config(StascConfig()), seed=0)
     lora = {n: p.detach().clone() for n, p in policy.model.named_parameters() if "lora_B" in n}
     seen: set[torch.dtype] = set()
     layer = next(m for n, m in policy.model.named_modules() if n.endswith("q_proj.lora_A.default"))

@@ -55,8 +55,18 @@ def reference_generate(model, tokenizer, prompts, num_samples, max_new_tokens):
 def test_greedy_matches_generate_token_for_token(free_model) -> None:
     model, tokenizer = free_model
     prompts = prompts_of(tokenizer, QUESTIONS)
-    assert shared_prompt_prefix(prompts) >= MIN_SHARED_PREFIX, "the system prompt is prefilled once for all rows"
-    ours = decode(model, prompts, 2, DecodeSettings(24, 0.0, 1.0), pad_token_id=2, stop_ids=[2], seed=0)
+    shared = shared_prompt_prefix(prompts)
+    assert shared >= MIN_SHARED_PREFIX
+    calls: list[tuple[int, ...]] = []
+    hook = model.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        ours = decode(model, prompts, 2, DecodeSettings(24, 0.0, 1.0), pad_token_id=2, stop_ids=[2], seed=0)
+    finally:
+        hook.remove()
+    assert calls[0] == (1, shared), "the system prompt is prefilled once for all rows"
+    assert calls[1][0] == len(prompts), "then every prompt's own tokens, once per prompt"
     assert ours == reference_generate(model, tokenizer, prompts, 2, 24)
 
 

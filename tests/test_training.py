@@ -64,12 +64,22 @@ def test_loss_on_supervised_positions_equals_the_models_own_loss(
         assert shared_prefix_length(batch["input_ids"], batch["attention_mask"], first_label) >= MIN_SHARED_PREFIX, (
             "the batch shares its prompt prefix, so the shared-prefix path is the one compared"
         )
+        calls: list[tuple[int, ...]] = []
         for compute in (lambda: policy.model(**batch).loss, lambda: trainer.compute_loss(policy.model, batch)):
             policy.model.zero_grad()
-            loss = compute()
+            calls.clear()
+            hook = policy.model.get_base_model().register_forward_pre_hook(
+                lambda module, args, kwargs: calls.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+            )
+            try:
+                loss = compute()
+            finally:
+                hook.remove()
             loss.backward()
             losses.append(loss.item())
             gradients.append(torch.cat([p.grad.flatten() for p in policy.model.parameters() if p.grad is not None]))
+        assert calls[0][0] == 1 and calls[0][1] >= MIN_SHARED_PREFIX, "the trainer ran the shared prefix once"
+        assert calls[1] == (len(rows), batch["input_ids"].shape[1] - calls[0][1]), "then the rest of every row"
         assert config._attn_implementation == attention, "the trainer picked the attention for this batch"
     assert config._attn_implementation == "sdpa", "sampling attention is back"
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)

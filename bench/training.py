@@ -110,10 +110,10 @@ def stasc_step(
     return time.perf_counter() - start, report.train_loss, get_peft_model_state_dict(policy.model)
 
 
-def float32_loss(
-    path: str, rows: list[list[dict[str, str]]], config: StascConfig, adapter: dict[str, torch.Tensor]
-) -> float:
-    """Loss per supervised token of the base model plus a trained adapter, in float32, over all the
+def float32_losses(
+    path: str, rows: list[list[dict[str, str]]], config: StascConfig, adapters: list[dict[str, torch.Tensor]]
+) -> list[float]:
+    """Loss per supervised token of the base model plus each trained adapter, in float32, over all the
     conversations: one yardstick for adapters trained in different precisions."""
     from peft import get_peft_model, set_peft_model_state_dict
     from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq
@@ -121,18 +121,21 @@ def float32_loss(
     tokenizer = load_tokenizer(path)
     tokenizer.padding_side = "right"
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), lora_config(config))
-    set_peft_model_state_dict(model, {name: value.float() for name, value in adapter.items()})
     model.eval()
     collate = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
-    examples = [tokenize_conversation(tokenizer, row) for row in rows]
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, len(examples), 8):
-            batch = collate(examples[start : start + 8])
-            supervised = int((batch["labels"][:, 1:] != -100).sum())
-            total += model(**batch).loss.item() * supervised
-            count += supervised
-    return total / count
+    batches = [collate([tokenize_conversation(tokenizer, row) for row in rows[start : start + 8]])
+               for start in range(0, len(rows), 8)]
+    losses = []
+    for adapter in adapters:
+        set_peft_model_state_dict(model, {name: value.float() for name, value in adapter.items()})
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for batch in batches:
+                supervised = int((batch["labels"][:, 1:] != -100).sum())
+                total += model(**batch).loss.item() * supervised
+                count += supervised
+        losses.append(total / count)
+    return losses
 
 
 def main() -> None:
@@ -166,8 +169,8 @@ def main() -> None:
     other_seed = dataclasses.replace(config, seed=config.seed + 1)
     *_, base_adapter_2 = plain_trainer(path, rows, other_seed)
     *_, our_adapter_2 = stasc_step(path, rows, other_seed)
-    base_final = [float32_loss(path, rows, config, adapter) for adapter in (base_adapter, base_adapter_2)]
-    our_final = [float32_loss(path, rows, config, adapter) for adapter in (our_adapter, our_adapter_2)]
+    final = float32_losses(path, rows, config, [base_adapter, base_adapter_2, our_adapter, our_adapter_2])
+    base_final, our_final = final[:2], final[2:]
     base_rate, our_rate = tokens / base_seconds, tokens / our_seconds
     lines = [
         f"- setting: {len(rows)} conversations ({tokens} tokens, {math.ceil(len(rows) / 8)} steps of 8), LoRA r 8 "

@@ -3,15 +3,20 @@
 What it saves, measured in bench/generation.py:
 - each prompt is prefilled once and its KV cache copied for its samples
   (generate prefills every sample separately), and the tokens all prompts of a batch start
-  with (system prompt, instructions) are prefilled once for the whole batch;
+  with (system prompt, instructions) are prefilled once for the whole batch and kept once,
+  not copied into every row (stasc.prefix_attention; models with attention it does not
+  reproduce, e.g. sliding windows, prefill whole prompts per row instead);
+- prompts are prefilled in groups of similar length, not all padded to the longest;
 - rows that produced end-of-turn leave the batch, so later steps run on fewer rows
   (generate keeps computing padding for them until the longest row ends);
 - the prompt's last position reaches the output layer as a contiguous matrix (with a frozen,
   tied output layer, as under PEFT, torch would otherwise copy the layer's weights once per row:
   7 GB for 128 prompts of the bundled model);
+- bfloat16 linear layers multiply with weights packed once for oneDNN (stasc.packed_weights),
+  instead of oneDNN reordering every weight at every step;
 - top-p is computed over a top-k shortlist when the shortlist already holds the
   nucleus (exact; rows where it does not fall back to a full sort), instead of sorting
-  the whole vocabulary for every row at every step.
+  the whole vocabulary for every row at every step, in float32 buffers reused across steps.
 Greedy decoding gives the same tokens as `generate` (tested).
 """
 
@@ -23,6 +28,13 @@ from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
+
+from stasc.packed_weights import packed_linear_weights
+from stasc.prefix_attention import (
+    SharedPrefix,
+    shared_prefix_attention_enabled,
+    supports_shared_prefix_attention,
+)
 
 SHORTLIST = 256
 
@@ -43,38 +55,50 @@ def stop_token_ids(model: torch.nn.Module, tokenizer) -> list[int]:
     return sorted(ids)
 
 
-def sample_next(logits: torch.Tensor, settings: DecodeSettings, generator: torch.Generator | None) -> torch.Tensor:
+def token_probabilities(logits: torch.Tensor, temperature: float, scratch: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(logits / temperature) in float32, computed in `scratch` (2, rows, vocab) when given.
+
+    For a batch of rows the float32 copies of the logits are tens of MB; allocated fresh at
+    every step, each costs page faults that take longer than the softmax itself.
+    """
+    if scratch is None:
+        return (logits.float() / temperature).softmax(-1)
+    rows = logits.shape[0]
+    scores = scratch[0, :rows].copy_(logits).div_(temperature)
+    return torch.softmax(scores, -1, out=scratch[1, :rows])
+
+
+def sample_next(
+    logits: torch.Tensor, settings: DecodeSettings, generator: torch.Generator | None,
+    scratch: torch.Tensor | None = None,
+) -> torch.Tensor:
     """One token per row: greedy at temperature 0, else temperature + nucleus (top-p) sampling."""
     if settings.temperature == 0:
         return logits.argmax(dim=-1)
-    scores = logits.float() / settings.temperature
+    probs = token_probabilities(logits, settings.temperature, scratch)
     if settings.top_p >= 1.0:
-        return torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(-1)
-    k = min(SHORTLIST, scores.shape[-1])
-    top_scores, top_ids = scores.topk(k, dim=-1)
-    log_total = scores.logsumexp(dim=-1, keepdim=True)
-    covered = (top_scores - log_total).exp().sum(-1) >= settings.top_p
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    top_probs, top_ids = probs.topk(min(SHORTLIST, probs.shape[-1]), dim=-1)
+    covered = top_probs.sum(-1) >= settings.top_p
     if bool(covered.all()):
-        return _nucleus_sample(top_scores, top_ids, log_total, settings.top_p, generator)
+        return _nucleus_sample(top_probs, top_ids, settings.top_p, generator)
     # rare: a flat distribution whose nucleus is wider than the shortlist; sort those rows fully
-    result = torch.empty(scores.shape[0], dtype=torch.long, device=scores.device)
+    result = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
     wide = (~covered).nonzero().squeeze(-1)
-    sorted_scores, sorted_ids = scores[wide].sort(dim=-1, descending=True)
-    result[wide] = _nucleus_sample(sorted_scores, sorted_ids, log_total[wide], settings.top_p, generator)
+    sorted_probs, sorted_ids = probs[wide].sort(dim=-1, descending=True)
+    result[wide] = _nucleus_sample(sorted_probs, sorted_ids, settings.top_p, generator)
     narrow = covered.nonzero().squeeze(-1)
     if narrow.numel():
-        result[narrow] = _nucleus_sample(top_scores[narrow], top_ids[narrow], log_total[narrow], settings.top_p, generator)
+        result[narrow] = _nucleus_sample(top_probs[narrow], top_ids[narrow], settings.top_p, generator)
     return result
 
 
 def _nucleus_sample(
-    sorted_scores: torch.Tensor, sorted_ids: torch.Tensor, log_total: torch.Tensor, top_p: float,
-    generator: torch.Generator | None,
+    sorted_probs: torch.Tensor, sorted_ids: torch.Tensor, top_p: float, generator: torch.Generator | None
 ) -> torch.Tensor:
     """Sample among the smallest top set whose probability reaches top_p (as transformers' TopP warper)."""
-    probs = (sorted_scores - log_total).exp()
-    before = probs.cumsum(-1) - probs  # probability of all better-ranked tokens
-    probs = probs.masked_fill(before >= top_p, 0.0)
+    before = sorted_probs.cumsum(-1) - sorted_probs  # probability of all better-ranked tokens
+    probs = sorted_probs.masked_fill(before >= top_p, 0.0)
     probs[:, 0] = probs[:, 0].clamp_min(torch.finfo(probs.dtype).tiny)
     choice = torch.multinomial(probs, 1, generator=generator)
     return sorted_ids.gather(-1, choice).squeeze(-1)
@@ -139,26 +163,96 @@ def decode(
     """New tokens for num_samples continuations of each prompt, ordered prompt by prompt."""
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
-    cache = DynamicCache(config=model.config)
-    shared = shared_prompt_prefix(prompts)
+    prefix_attention = supports_shared_prefix_attention(model)
+    shared = shared_prompt_prefix(prompts) if prefix_attention else 0
     input_ids, attention = left_padded([prompt[shared:] for prompt in prompts], pad_token_id, device)
     positions = shared + (attention.cumsum(-1) - 1).clamp_min(0)
-    attention = torch.cat([attention.new_ones((len(prompts), shared)), attention], dim=-1)
-    with contiguous_output_layer(model):
-        if shared:  # e.g. the system prompt and instructions: computed once, its keys and values copied to each row
-            model(input_ids=torch.tensor([prompts[0][:shared]], device=device), past_key_values=cache,
-                  use_cache=True, logits_to_keep=1)
-            cache.batch_repeat_interleave(len(prompts))
-        logits = model(
+    cache = DynamicCache(config=model.config)
+    with contiguous_output_layer(model), packed_linear_weights(model):
+        extra = {}
+        if prefix_attention:
+            prefix = None
+            if shared:  # e.g. the system prompt and instructions: computed and kept once for all rows
+                prefix_cache = DynamicCache(config=model.config)
+                model(input_ids=torch.tensor([prompts[0][:shared]], device=device), past_key_values=prefix_cache,
+                      use_cache=True, logits_to_keep=1)
+                prefix = SharedPrefix.from_cache(prefix_cache)
+            extra["shared_prefix"] = prefix
+        with shared_prefix_attention_enabled(model) if prefix_attention else contextlib.nullcontext():
+            outputs = _decode_rows(model, cache, input_ids, attention, positions, num_samples, settings, generator,
+                                   stop_ids, suppress_ids, extra)
+    return outputs
+
+
+BUCKET_RATIO = 0.75  # a prompt shorter than this fraction of its group's longest starts a new prefill group
+
+
+def length_buckets(lengths: Sequence[int]) -> list[list[int]]:
+    """Row indices in groups of similar length, longest first, so a group pads little."""
+    buckets: list[list[int]] = []
+    for index in sorted(range(len(lengths)), key=lambda row: -lengths[row]):
+        if buckets and lengths[index] >= BUCKET_RATIO * lengths[buckets[-1][0]]:
+            buckets[-1].append(index)
+        else:
+            buckets.append([index])
+    return buckets
+
+
+def _prefill(
+    model: torch.nn.Module, cache: DynamicCache, input_ids: torch.Tensor, attention: torch.Tensor,
+    positions: torch.Tensor, extra: dict,
+) -> torch.Tensor:
+    """Fill the cache with every prompt and return each one's next-token logits.
+
+    Prompts run in groups of similar length (a short prompt beside a long one would compute as
+    much padding as tokens); the groups' keys and values are then padded on the left to one width.
+    """
+    lengths = attention.sum(-1).tolist()
+    buckets = length_buckets(lengths)
+    if len(buckets) == 1:
+        return model(
             input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache,
-            use_cache=True, logits_to_keep=1,
+            use_cache=True, logits_to_keep=1, **extra,
         ).logits[:, -1, :]
+    width = input_ids.shape[1]
+    parts, logits = [], []
+    for rows in buckets:
+        index = torch.tensor(rows, device=input_ids.device)
+        columns = slice(width - lengths[rows[0]], None)  # each row's tokens end at the right edge
+        part = DynamicCache(config=model.config)
+        logits.append(model(
+            input_ids=input_ids[index, columns], attention_mask=attention[index, columns],
+            position_ids=positions[index, columns], past_key_values=part, use_cache=True, logits_to_keep=1, **extra,
+        ).logits[:, -1, :])
+        parts.append(part)
+    original_order = torch.tensor([row for rows in buckets for row in rows], device=input_ids.device).argsort()
+    for layer_index in range(len(parts[0].layers)):
+        keys, values = (
+            torch.cat([
+                torch.nn.functional.pad(tensor, (0, 0, width - tensor.shape[2], 0))
+                for tensor in (getattr(part.layers[layer_index], name) for part in parts)
+            ])[original_order]
+            for name in ("keys", "values")
+        )
+        cache.update(keys, values, layer_index)
+    return torch.cat(logits)[original_order]
+
+
+def _decode_rows(
+    model: torch.nn.Module, cache: DynamicCache, input_ids: torch.Tensor, attention: torch.Tensor,
+    positions: torch.Tensor, num_samples: int, settings: DecodeSettings, generator: torch.Generator,
+    stop_ids: Sequence[int], suppress_ids: torch.Tensor | None, extra: dict,
+) -> list[list[int]]:
+    """Prefill each prompt's own tokens once, copy its cache to its samples, then decode until all rows stop."""
+    device = input_ids.device
+    logits = _prefill(model, cache, input_ids, attention, positions, extra)
     if num_samples > 1:
         cache.batch_repeat_interleave(num_samples)
         logits = logits.repeat_interleave(num_samples, dim=0)
         attention = attention.repeat_interleave(num_samples, dim=0)
         positions = positions.repeat_interleave(num_samples, dim=0)
     total = attention.shape[0]
+    scratch = logits.new_empty((2, total, logits.shape[-1]), dtype=torch.float32) if settings.temperature else None
     outputs: list[list[int]] = [[] for _ in range(total)]
     active = torch.arange(total, device=device)
     next_position = positions[:, -1] + 1
@@ -166,7 +260,7 @@ def decode(
     for step in range(settings.max_new_tokens):
         if suppress_ids is not None:
             logits[:, suppress_ids] = float("-inf")
-        tokens = sample_next(logits, settings, generator)
+        tokens = sample_next(logits, settings, generator, scratch)
         finished = torch.isin(tokens, stops)
         for row, token, done in zip(active.tolist(), tokens.tolist(), finished.tolist(), strict=True):
             if not done:
@@ -182,7 +276,7 @@ def decode(
         attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], dim=-1)
         logits = model(
             input_ids=tokens.unsqueeze(-1), attention_mask=attention, position_ids=next_position.unsqueeze(-1),
-            past_key_values=cache, use_cache=True,
+            past_key_values=cache, use_cache=True, **extra,
         ).logits[:, -1, :]
         next_position = next_position + 1
     return outputs

@@ -6,16 +6,26 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 from stasc.decoding import (
     MIN_SHARED_PREFIX,
+    SHORTLIST,
     DecodeSettings,
     _nucleus_sample,
     decode,
+    length_buckets,
     sample_next,
     shared_prompt_prefix,
     stop_token_ids,
+    token_probabilities,
 )
 
 
@@ -58,16 +68,43 @@ def test_greedy_matches_generate_token_for_token(free_model) -> None:
     shared = shared_prompt_prefix(prompts)
     assert shared >= MIN_SHARED_PREFIX
     calls: list[tuple[int, ...]] = []
-    hook = model.register_forward_pre_hook(
-        lambda module, args, kwargs: calls.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
-    )
+    cached: list[int] = []
+    hooks = [
+        model.register_forward_pre_hook(
+            lambda module, args, kwargs: calls.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True),
+        model.model.layers[0].self_attn.register_forward_pre_hook(
+            lambda module, args, kwargs: cached.append(kwargs["past_key_values"].get_seq_length()), with_kwargs=True),
+    ]
     try:
         ours = decode(model, prompts, 2, DecodeSettings(24, 0.0, 1.0), pad_token_id=2, stop_ids=[2], seed=0)
     finally:
-        hook.remove()
+        for hook in hooks:
+            hook.remove()
     assert calls[0] == (1, shared), "the system prompt is prefilled once for all rows"
-    assert calls[1][0] == len(prompts), "then every prompt's own tokens, once per prompt"
+    prefills = [shape for shape in calls[1:] if shape[1] > 1]
+    assert len(prefills) > 1, "prompts of different lengths are prefilled in groups"
+    assert sum(rows for rows, _ in prefills) == len(prompts), "then every prompt's own tokens, once per prompt"
+    assert cached[1] == 0, "the rows' cache does not hold copies of the shared prefix"
+    assert model.config._attn_implementation == "sdpa", "the model's own attention is back"
     assert ours == reference_generate(model, tokenizer, prompts, 2, 24)
+
+
+def test_models_with_a_sliding_window_keep_their_own_attention(smollm_tokenizer_dir: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(smollm_tokenizer_dir)
+    torch.manual_seed(2)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True, sliding_window=8,
+                         max_window_layers=1, eos_token_id=2, pad_token_id=2)
+    model = Qwen2ForCausalLM(config).eval()
+    prompts = prompts_of(tokenizer, QUESTIONS)
+    seen: list[str] = []
+    probe = model.register_forward_pre_hook(lambda module, args: seen.append(module.config._attn_implementation))
+    try:
+        ours = decode(model, prompts, 2, DecodeSettings(16, 0.0, 1.0), pad_token_id=2, stop_ids=[2], seed=0)
+    finally:
+        probe.remove()
+    assert set(seen) == {"sdpa"}
+    assert ours == reference_generate(model, tokenizer, prompts, 2, 16)
 
 
 def test_greedy_matches_generate_without_a_shared_prefix(free_model) -> None:
@@ -76,6 +113,12 @@ def test_greedy_matches_generate_without_a_shared_prefix(free_model) -> None:
     assert shared_prompt_prefix(prompts) == 0
     ours = decode(model, prompts, 2, DecodeSettings(24, 0.0, 1.0), pad_token_id=2, stop_ids=[2], seed=0)
     assert ours == reference_generate(model, tokenizer, prompts, 2, 24)
+
+
+def test_prompts_are_grouped_by_length_so_each_group_pads_little() -> None:
+    assert length_buckets([10, 40, 31, 9, 29, 8]) == [[1, 2], [4], [0, 3, 5]]  # 29 < 0.75 x 40, 10 < 0.75 x 29
+    assert length_buckets([10, 40, 31, 9, 30, 8]) == [[1, 2, 4], [0, 3, 5]]
+    assert length_buckets([5, 5, 5]) == [[0, 1, 2]]
 
 
 def test_shared_prefix_leaves_every_prompt_a_token_of_its_own() -> None:
@@ -123,11 +166,20 @@ def test_wide_nucleus_falls_back_to_a_full_sort() -> None:
     logits = torch.zeros(3, 1000)  # uniform: the nucleus of 0.9 holds 900 tokens, more than the shortlist
     tokens = sample_next(logits, DecodeSettings(1, 1.0, 0.9), torch.Generator().manual_seed(0))
     assert tokens.shape == (3,)
-    probs = torch.full((1, 1000), 1 / 1000)
-    sorted_scores, sorted_ids = probs.log().sort(descending=True)
-    picks = {int(_nucleus_sample(sorted_scores, sorted_ids, torch.zeros(1, 1), 0.9, torch.Generator().manual_seed(s)))
-             for s in range(200)}
-    assert max(picks) > 256, "tokens beyond the 256-token shortlist can be drawn"
+    sorted_probs, sorted_ids = torch.full((1, 1000), 1 / 1000).sort(descending=True)
+    picks = {int(_nucleus_sample(sorted_probs, sorted_ids, 0.9, torch.Generator().manual_seed(s))) for s in range(200)}
+    assert max(picks) > SHORTLIST, "tokens beyond the shortlist can be drawn"
+
+
+def test_reused_float32_buffers_sample_exactly_what_fresh_tensors_do() -> None:
+    logits = (torch.randn(6, 500, generator=torch.Generator().manual_seed(0)) * 4).to(torch.bfloat16)
+    logits[0] = 0.0  # a flat row: its nucleus is wider than the shortlist
+    scratch = torch.full((2, 8, 500), float("nan"))
+    for settings in (DecodeSettings(1, 0.6, 0.9), DecodeSettings(1, 1.3, 1.0)):
+        fresh = sample_next(logits, settings, torch.Generator().manual_seed(3))
+        reused = sample_next(logits, settings, torch.Generator().manual_seed(3), scratch)
+        assert torch.equal(fresh, reused)
+    assert torch.equal(token_probabilities(logits, 0.6, scratch), (logits.float() / 0.6).softmax(-1))
 
 
 def test_stop_ids_come_from_model_and_tokenizer(free_model) -> None:

@@ -1,0 +1,86 @@
+"""Packed bfloat16 linear weights: same outputs, own forward back afterwards, other layers left alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from stasc import packed_weights
+from stasc.decoding import DecodeSettings, decode
+from stasc.packed_weights import packable_layers, packed_linear_weights, packing_available
+
+pytestmark = pytest.mark.skipif(not packing_available(), reason="this torch build has no oneDNN packed linear ops")
+
+
+def tiny_llama(dtype: torch.dtype = torch.bfloat16) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, eos_token_id=2, pad_token_id=2)
+    return LlamaForCausalLM(config).to(dtype).eval()
+
+
+IDS = torch.randint(3, 96, (3, 11), generator=torch.Generator().manual_seed(1))
+
+
+def test_packed_layers_give_bit_identical_logits_and_their_own_forward_comes_back() -> None:
+    model = tiny_llama()
+    with torch.inference_mode():
+        plain = model(input_ids=IDS).logits
+        with packed_linear_weights(model):
+            replaced = [layer for layer in model.modules() if "forward" in vars(layer)]
+            packed = model(input_ids=IDS).logits
+    assert len(replaced) == 2 * 7 + 1, "every projection of both layers and the output layer"
+    assert torch.equal(packed, plain)
+    assert not [layer for layer in model.modules() if "forward" in vars(layer)]
+
+
+def test_float32_layers_and_replaced_forwards_are_left_alone() -> None:
+    assert packable_layers(tiny_llama(torch.float32)) == []
+    model = tiny_llama()
+    hooked = model.lm_head
+    hooked.forward = lambda inputs: torch.nn.functional.linear(inputs, hooked.weight) * 0  # like accelerate's wrapper
+    assert hooked not in packable_layers(model)
+    with torch.inference_mode(), packed_linear_weights(model):
+        assert hooked.forward(torch.ones(1, 64, dtype=torch.bfloat16)).abs().sum() == 0
+    assert "forward" in vars(hooked)
+
+
+def test_nothing_is_packed_outside_inference_mode() -> None:
+    model = tiny_llama()
+    with packed_linear_weights(model):
+        assert not [layer for layer in model.modules() if "forward" in vars(layer)]
+
+
+def test_under_peft_the_frozen_base_layers_are_packed_and_the_adapter_still_counts() -> None:
+    model = get_peft_model(tiny_llama(), LoraConfig(r=2, target_modules="all-linear"))
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter, std=0.5)  # an adapter that changes the output
+    with torch.inference_mode():
+        plain = model(input_ids=IDS).logits
+        with model.disable_adapter():
+            base = model(input_ids=IDS).logits
+        with packed_linear_weights(model):
+            packed = model(input_ids=IDS).logits
+    assert not torch.equal(plain, base)
+    assert torch.equal(packed, plain)
+
+
+def test_sampling_draws_the_same_tokens_with_and_without_packing(monkeypatch) -> None:
+    model = tiny_llama()
+    prompts = [list(range(5, 25)) + [30 + i] for i in range(3)]
+    settings = DecodeSettings(10, 0.8, 0.9)
+    calls: list[int] = []
+    real = packed_weights._packed_linear
+
+    def counted(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(packed_weights, "_packed_linear", counted)
+    packed = decode(model, prompts, 2, settings, pad_token_id=2, stop_ids=[2], seed=4)
+    assert calls, "decode multiplied with packed weights"
+    monkeypatch.setattr(packed_weights, "packing_available", lambda: False)
+    assert decode(model, prompts, 2, settings, pad_token_id=2, stop_ids=[2], seed=4) == packed

@@ -25,12 +25,28 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import stasc.decoding  # noqa: E402
+import stasc.packed_weights  # noqa: E402
 from bench.common import append_result, matmul_gflops  # noqa: E402
 from stasc.config import DEFAULT_INSTRUCTIONS, StascConfig  # noqa: E402
 from stasc.data import load_qa_splits  # noqa: E402
 from stasc.decoding import DecodeSettings, decode, stop_token_ids  # noqa: E402
 from stasc.models import load_model, load_tokenizer, pick_dtype, resolve_model_path  # noqa: E402
 from stasc.prompts import initial_messages  # noqa: E402
+
+
+UNBUFFERED = stasc.decoding.token_probabilities  # without a scratch buffer: fresh tensors at every step
+ABLATIONS = {
+    "without the shared prompt prefix (each prompt prefilled whole)":
+        (stasc.decoding, "shared_prompt_prefix", lambda prompts: 0),
+    "with the model's own attention (SDPA; no shared prefix then)":
+        (stasc.decoding, "supports_shared_prefix_attention", lambda model: False),
+    "without packed weights (plain F.linear)": (stasc.packed_weights, "packing_available", lambda: False),
+    "with all prompts of a batch prefilled together (no length groups)":
+        (stasc.decoding, "length_buckets", lambda lengths: [list(range(len(lengths)))]),
+    "with fresh float32 tensors for top-p at every step":
+        (stasc.decoding, "token_probabilities",
+         lambda logits, temperature, scratch=None: UNBUFFERED(logits, temperature)),
+}
 
 
 def count_tokens(rows: list[list[int]], stops: set[int]) -> int:
@@ -74,17 +90,19 @@ def ours(model, tokenizer, prompts, num_samples, settings, batch_prompts, seed):
     return [rows[key] for key in sorted(rows)]
 
 
-def greedy_matches(model, tokenizer, prompts) -> tuple[int, int]:
+def greedy_matches(model, tokenizer, prompts, per_prompt_too: bool) -> tuple[int, int | None]:
     """How many prompts get exactly the greedy tokens of generate (all prompts in one batch) from stasc's
-    sampler, and from generate itself called once per prompt: how much batching alone changes them."""
+    sampler, and (per_prompt_too) from generate itself called once per prompt: how much batching alone changes them."""
     greedy = DecodeSettings(24, 0.0, 1.0)
 
     def until_stop(rows: list[list[int]]) -> list[list[int]]:
         return [row[: row.index(2) + 1] if 2 in row else row for row in rows]
 
     reference = until_stop(plain_generate(model, tokenizer, prompts, 1, greedy, len(prompts), 0))
-    per_prompt = until_stop(plain_generate(model, tokenizer, prompts, 1, greedy, 1, 0))
     sampled = ours(model, tokenizer, prompts, 1, greedy, len(prompts), 0)
+    if not per_prompt_too:
+        return sum(a == b for a, b in zip(sampled, reference)), None
+    per_prompt = until_stop(plain_generate(model, tokenizer, prompts, 1, greedy, 1, 0))
     return sum(a == b for a, b in zip(sampled, reference)), sum(a == b for a, b in zip(per_prompt, reference))
 
 
@@ -97,7 +115,7 @@ def timed(function, *args):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="16 questions x 4 samples, no per-question baseline, no shared-prefix ablation")
+                        help="16 questions x 4 samples; no per-question baseline, ablations or per-prompt generate check")
     parser.add_argument("--questions", type=int, default=64)
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--batch", type=int, default=64, help="sequences per batch of plain generate")
@@ -129,17 +147,18 @@ def main() -> None:
         ours(model, tokenizer, prompts[:2], 2, DecodeSettings(4, 0.6, 0.9), 2, 0)  # warm up kernels
         plain_generate(model, tokenizer, prompts[:2], 2, DecodeSettings(4, 0.6, 0.9), 2, 0)
         greedy_agreement = {
-            name: greedy_matches(greedy_model, tokenizer, prompts[:8])
+            name: greedy_matches(greedy_model, tokenizer, prompts[:8], per_prompt_too=not args.quick)
             for name, greedy_model in (("float32", load_model(path, dtype=torch.float32)), (str(dtype), model))
         }
         base_rows, base_seconds = timed(plain_generate, model, tokenizer, prompts, args.samples, settings, batch_prompts, 0)
         our_rows, our_seconds = timed(ours, model, tokenizer, prompts, args.samples, settings, our_prompts, 0)
-        unshared_rate = None
+        ablation_rates = {}
         if not args.quick:
-            with mock.patch.object(stasc.decoding, "shared_prompt_prefix", lambda prompts: 0):
-                unshared_rows, unshared_seconds = timed(ours, model, tokenizer, prompts, args.samples, settings,
-                                                        our_prompts, 0)
-            unshared_rate = count_tokens(unshared_rows, stops) / unshared_seconds
+            for name, (module, attribute, replacement) in ABLATIONS.items():
+                with mock.patch.object(module, attribute, replacement):
+                    ablated_rows, ablated_seconds = timed(ours, model, tokenizer, prompts, args.samples, settings,
+                                                          our_prompts, 0)
+                ablation_rates[name] = count_tokens(ablated_rows, stops) / ablated_seconds
         loop_rate = None
         if not args.quick:
             loop_rows, loop_seconds = timed(plain_generate, model, tokenizer, prompts[:16], args.samples, settings, 1, 0)
@@ -157,14 +176,16 @@ def main() -> None:
         f"**speedup {our_rate / base_rate:.2f}x**",
         "- greedy output identical to generate's with all 8 prompts in one batch, prompts of 8: stasc sampler "
         + ", ".join(f"{name} {ours_count}" for name, (ours_count, _) in greedy_agreement.items())
-        + "; generate itself, one prompt per call: "
-        + ", ".join(f"{name} {own_count}" for name, (_, own_count) in greedy_agreement.items())
+        + ("" if args.quick else "; generate itself, one prompt per call: "
+           + ", ".join(f"{name} {own_count}" for name, (_, own_count) in greedy_agreement.items()))
         + " (bfloat16 rounds differently for other batch shapes, e.g. a shared prefix prefilled on its own, and "
         "a greedy choice between near-equal tokens can flip)",
         f"- matmul peak measured now: {peak:.0f} GFLOP/s ({dtype}); stasc sampler reaches {share:.1%} of it",
     ]
-    if unshared_rate is not None:
-        rows.append(f"- stasc without the shared prompt prefix (prefilled per prompt): {unshared_rate:.0f} tok/s")
+    if ablation_rates:
+        rows.append("- ideas, the sampler with one of them undone: "
+                    + "; ".join(f"{name} {rate:.0f} tok/s" for name, rate in ablation_rates.items())
+                    + f"; against {our_rate:.0f} tok/s with all")
     if loop_rate is not None:
         rows.append(f"- per-question generate loop (STaR/STaSC scripts): {loop_rate:.0f} tok/s; "
                     f"stasc sampler is {our_rate / loop_rate:.1f}x faster")

@@ -96,7 +96,9 @@ def test_models_with_a_sliding_window_keep_their_own_attention(smollm_tokenizer_
                          num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True, sliding_window=8,
                          max_window_layers=1, eos_token_id=2, pad_token_id=2)
     model = Qwen2ForCausalLM(config).eval()
-    prompts = prompts_of(tokenizer, QUESTIONS)
+    prompts = prompts_of(tokenizer, [*QUESTIONS, "Why does the sky look blue at noon but red and orange at sunset, "
+                                                 "and which kind of light scattering explains both colours?"])
+    assert len(length_buckets([len(prompt) for prompt in prompts])) > 1, "prefilled in groups, then merged"
     seen: list[str] = []
     probe = model.register_forward_pre_hook(lambda module, args: seen.append(module.config._attn_implementation))
     try:

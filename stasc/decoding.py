@@ -13,7 +13,7 @@ What it saves, measured in bench/generation.py:
   tied output layer, as under PEFT, torch would otherwise copy the layer's weights once per row:
   7 GB for 128 prompts of the bundled model);
 - bfloat16 linear layers multiply with weights packed once for oneDNN (stasc.packed_weights),
-  instead of oneDNN reordering every weight at every step;
+  instead of plain-layout weights at every step;
 - top-p is computed over a top-k shortlist when the shortlist already holds the
   nucleus (exact; rows where it does not fall back to a full sort), instead of sorting
   the whole vocabulary for every row at every step, in float32 buffers reused across steps.
@@ -58,8 +58,8 @@ def stop_token_ids(model: torch.nn.Module, tokenizer) -> list[int]:
 def token_probabilities(logits: torch.Tensor, temperature: float, scratch: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(logits / temperature) in float32, computed in `scratch` (2, rows, vocab) when given.
 
-    For a batch of rows the float32 copies of the logits are tens of MB; allocated fresh at
-    every step, each costs page faults that take longer than the softmax itself.
+    For a batch of rows the float32 copies of the logits are tens of MB; allocating them fresh at
+    every step took longer than the softmax itself (README, Performance).
     """
     if scratch is None:
         return (logits.float() / temperature).softmax(-1)
@@ -226,15 +226,13 @@ def _prefill(
         ).logits[:, -1, :])
         parts.append(part)
     original_order = torch.tensor([row for rows in buckets for row in rows], device=input_ids.device).argsort()
-    for layer_index in range(len(parts[0].layers)):
-        keys, values = (
-            torch.cat([
-                torch.nn.functional.pad(tensor, (0, 0, width - tensor.shape[2], 0))
-                for tensor in (getattr(part.layers[layer_index], name) for part in parts)
-            ])[original_order]
-            for name in ("keys", "values")
-        )
-        cache.update(keys, values, layer_index)
+
+    def merged(tensors: list[torch.Tensor]) -> torch.Tensor:  # (rows, heads, tokens, dim), padded on the left
+        return torch.cat([torch.nn.functional.pad(tensor, (0, 0, width - tensor.shape[2], 0)) for tensor in tensors])[
+            original_order]
+
+    for index, layers in enumerate(zip(*(part.layers for part in parts), strict=True)):
+        cache.update(merged([layer.keys for layer in layers]), merged([layer.values for layer in layers]), index)
     return torch.cat(logits)[original_order]
 
 

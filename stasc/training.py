@@ -139,7 +139,8 @@ def make_collator(policy: Policy) -> DataCollatorForSeq2Seq:
 
 def training_attention(device: torch.device, model_attention: str, batch_tokens: int) -> str:
     """The attention implementation to train a batch with: eager on a CPU for short batches (STaSC's
-    conversations are 150-300 tokens), the model's own otherwise (SDPA stays best for sampling)."""
+    conversations are 150-300 tokens), the model's own otherwise; training_mode puts back the one
+    sampling starts from."""
     if device.type == "cpu" and model_attention == "sdpa" and batch_tokens <= EAGER_ATTENTION_MAX_TOKENS:
         return "eager"
     return model_attention

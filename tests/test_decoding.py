@@ -181,7 +181,9 @@ def test_reused_float32_buffers_sample_exactly_what_fresh_tensors_do() -> None:
         fresh = sample_next(logits, settings, torch.Generator().manual_seed(3))
         reused = sample_next(logits, settings, torch.Generator().manual_seed(3), scratch)
         assert torch.equal(fresh, reused)
-    assert torch.equal(token_probabilities(logits, 0.6, scratch), (logits.float() / 0.6).softmax(-1))
+    probabilities = token_probabilities(logits, 0.6, scratch)
+    assert probabilities.data_ptr() == scratch[1].data_ptr(), "computed in the buffer, not in a fresh tensor"
+    assert torch.equal(probabilities, (logits.float() / 0.6).softmax(-1))
 
 
 def test_stop_ids_come_from_model_and_tokenizer(free_model) -> None:

@@ -14,6 +14,7 @@ generation reaches (FLOPs per generated token = 2 x parameters).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import time
@@ -30,6 +31,7 @@ from bench.common import append_result, matmul_gflops  # noqa: E402
 from stasc.config import DEFAULT_INSTRUCTIONS, StascConfig  # noqa: E402
 from stasc.data import load_qa_splits  # noqa: E402
 from stasc.decoding import DecodeSettings, decode, stop_token_ids  # noqa: E402
+from stasc.loop import lora_config  # noqa: E402
 from stasc.models import load_model, load_tokenizer, pick_dtype, resolve_model_path  # noqa: E402
 from stasc.prompts import initial_messages  # noqa: E402
 
@@ -106,6 +108,17 @@ def greedy_matches(model, tokenizer, prompts, per_prompt_too: bool) -> tuple[int
     return sum(a == b for a, b in zip(sampled, reference)), sum(a == b for a, b in zip(per_prompt, reference))
 
 
+def with_adapter(model):
+    """The model with a LoRA adapter as the loop trains one (its default rank and layers), non-zero so it counts."""
+    from peft import get_peft_model
+
+    adapted = get_peft_model(model, lora_config(StascConfig()))
+    for name, parameter in adapted.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter, std=1e-3)
+    return adapted.eval()
+
+
 def timed(function, *args):
     start = time.perf_counter()
     result = function(*args)
@@ -142,6 +155,7 @@ def main() -> None:
     our_batch = args.our_batch or StascConfig().generation_batch_size
     our_prompts = max(1, our_batch // args.samples)
     stops = set(stop_token_ids(model, tokenizer))
+    parameters = sum(p.numel() for p in model.parameters())  # before an adapter is added below
 
     with torch.inference_mode():
         ours(model, tokenizer, prompts[:2], 2, DecodeSettings(4, 0.6, 0.9), 2, 0)  # warm up kernels
@@ -160,13 +174,21 @@ def main() -> None:
                                                           our_prompts, 0)
                 ablation_rates[name] = count_tokens(ablated_rows, stops) / ablated_seconds
         loop_rate = None
+        adapter_rates = {}
         if not args.quick:
             loop_rows, loop_seconds = timed(plain_generate, model, tokenizer, prompts[:16], args.samples, settings, 1, 0)
             loop_rate = count_tokens(loop_rows, stops) / loop_seconds
+            adapted = with_adapter(model)  # last: PEFT puts its layers into the model
+            unmerged = mock.patch.object(stasc.packed_weights, "mergeable_lora_layers", lambda model: [])
+            for name, context in (("merged into the packed weights", contextlib.nullcontext()),
+                                  ("as separate products", unmerged)):
+                with context:
+                    adapted_rows, adapted_seconds = timed(ours, adapted, tokenizer, prompts, args.samples, settings,
+                                                          our_prompts, 0)
+                adapter_rates[name] = count_tokens(adapted_rows, stops) / adapted_seconds
     base_rate = count_tokens(base_rows, stops) / base_seconds
     our_rate = count_tokens(our_rows, stops) / our_seconds
     peak = matmul_gflops(dtype)
-    parameters = sum(p.numel() for p in model.parameters())
     share = our_rate * 2 * parameters / 1e9 / peak
     rows = [
         f"- setting: {questions} questions x {args.samples} samples, batch {args.batch} sequences for generate and "
@@ -186,6 +208,9 @@ def main() -> None:
         rows.append("- ideas, the sampler with one of them undone: "
                     + "; ".join(f"{name} {rate:.0f} tok/s" for name, rate in ablation_rates.items())
                     + f"; against {our_rate:.0f} tok/s with all")
+    if adapter_rates:
+        rows.append("- with a LoRA adapter (the loop's: rank 8 on all linear layers; sampling from iteration 2 on): "
+                    + "; ".join(f"adapter {name} {rate:.0f} tok/s" for name, rate in adapter_rates.items()))
     if loop_rate is not None:
         rows.append(f"- per-question generate loop (STaR/STaSC scripts): {loop_rate:.0f} tok/s; "
                     f"stasc sampler is {our_rate / loop_rate:.1f}x faster")

@@ -7,6 +7,12 @@ step that pays: in a micro-benchmark a 576x576 product for 64 rows took 0.14 ms 
 bit-identical outputs (tested); bench/generation.py times the whole sampler with and without.
 The two ops are the ones torch.compile's CPU backend uses for frozen weights; where torch lacks
 them, layers keep their own forward.
+
+A PEFT LoRA layer (the loop samples with its adapter from the second iteration on) would add
+two float32 products, a cast and a sum to each projection at every step; while sampling, its
+base weight plus the adapter's delta is packed as one weight instead (PEFT's `get_delta_weight`,
+summed in float32 and rounded to bfloat16 once), so an adapter costs nothing per step.
+bench/generation.py times sampling with an adapter both ways.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import functools
 from collections.abc import Iterator
 
 import torch
+from peft.tuners.lora.layer import Linear as LoraLinear
 
 
 def packing_available() -> bool:
@@ -38,6 +45,40 @@ def packable_layers(model: torch.nn.Module) -> list[torch.nn.Linear]:
     ]
 
 
+def mergeable_lora_layers(model: torch.nn.Module) -> list[LoraLinear]:
+    """PEFT LoRA linear layers in eval mode whose enabled, unmerged, plain adapters can be folded into a packed base weight."""
+    packable = {id(layer) for layer in packable_layers(model)}
+    mergeable = []
+    for module in model.modules():
+        if type(module) is not LoraLinear or module.training or module.merged or module.disable_adapters:
+            continue
+        adapters = [name for name in module.active_adapters if name in module.lora_A]
+        if (
+            adapters and id(module.get_base_layer()) in packable and "forward" not in vars(module)
+            and not any(name in module.lora_variant or module.lora_bias.get(name) for name in adapters)
+        ):
+            mergeable.append(module)
+    return mergeable
+
+
+def merged_weight(layer: LoraLinear) -> torch.Tensor:
+    """The layer's base weight plus its active adapters' deltas, summed in float32, in the base weight's dtype."""
+    base = layer.get_base_layer().weight
+    merged = base.float()
+    for name in layer.active_adapters:
+        if name in layer.lora_A:
+            merged += layer.get_delta_weight(name).float()
+    return merged.to(base.dtype)
+
+
+def _packed_lora_linear(
+    layer: LoraLinear, packed_weight: torch.Tensor, inputs: torch.Tensor, *args, **kwargs
+) -> torch.Tensor:
+    if inputs.dtype != torch.bfloat16 or layer.disable_adapters or args or kwargs:  # state changed since packing
+        return type(layer).forward(layer, inputs, *args, **kwargs)
+    return torch.ops.mkldnn._linear_pointwise(inputs, packed_weight, layer.get_base_layer().bias, "none", [], "")
+
+
 def _packed_linear(layer: torch.nn.Linear, packed_weight: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     if inputs.dtype != torch.bfloat16:  # e.g. a float32 caller: the plain product, as the layer's own forward
         return torch.nn.functional.linear(inputs, layer.weight, layer.bias)
@@ -46,13 +87,20 @@ def _packed_linear(layer: torch.nn.Linear, packed_weight: torch.Tensor, inputs: 
 
 @contextlib.contextmanager
 def packed_linear_weights(model: torch.nn.Module) -> Iterator[None]:
-    """While open (and only under inference mode), the model's bfloat16 CPU linear layers use packed weights."""
-    layers = packable_layers(model) if packing_available() and torch.is_inference_mode_enabled() else []
+    """While open (and only under inference mode), the model's bfloat16 CPU linear layers use packed weights,
+    and its LoRA layers one packed weight with the adapter merged in."""
+    enabled = packing_available() and torch.is_inference_mode_enabled()
+    lora_layers = mergeable_lora_layers(model) if enabled else []
+    merged_bases = {id(layer.get_base_layer()) for layer in lora_layers}
+    layers = [layer for layer in packable_layers(model) if id(layer) not in merged_bases] if enabled else []
     try:
+        for layer in lora_layers:
+            packed = torch.ops.mkldnn._reorder_linear_weight(merged_weight(layer))
+            layer.forward = functools.partial(_packed_lora_linear, layer, packed)
         for layer in layers:
             packed = torch.ops.mkldnn._reorder_linear_weight(layer.weight)
             layer.forward = functools.partial(_packed_linear, layer, packed)
         yield
     finally:
-        for layer in layers:
+        for layer in [*lora_layers, *layers]:
             vars(layer).pop("forward", None)

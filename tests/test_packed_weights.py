@@ -1,15 +1,22 @@
-"""Packed bfloat16 linear weights: same outputs, own forward back afterwards, other layers left alone."""
+"""Packed bfloat16 linear weights: same outputs, LoRA adapters merged in, own forward back afterwards, other layers left alone."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
+from peft.tuners.lora.layer import Linear as LoraLinear
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from stasc import packed_weights
 from stasc.decoding import DecodeSettings, decode
-from stasc.packed_weights import packable_layers, packed_linear_weights, packing_available
+from stasc.packed_weights import (
+    mergeable_lora_layers,
+    merged_weight,
+    packable_layers,
+    packed_linear_weights,
+    packing_available,
+)
 
 pytestmark = pytest.mark.skipif(not packing_available(), reason="this torch build has no oneDNN packed linear ops")
 
@@ -53,19 +60,52 @@ def test_nothing_is_packed_outside_inference_mode() -> None:
         assert not [layer for layer in model.modules() if "forward" in vars(layer)]
 
 
-def test_under_peft_the_frozen_base_layers_are_packed_and_the_adapter_still_counts() -> None:
-    model = get_peft_model(tiny_llama(), LoraConfig(r=2, target_modules="all-linear"))
+def lora_llama(**lora) -> torch.nn.Module:
+    model = get_peft_model(tiny_llama(), LoraConfig(r=2, target_modules="all-linear", **lora))
     for name, parameter in model.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(parameter, std=0.5)  # an adapter that changes the output
+    return model.eval()
+
+
+def test_under_peft_the_adapter_is_merged_into_one_packed_weight_per_layer() -> None:
+    model = lora_llama()
     with torch.inference_mode():
         plain = model(input_ids=IDS).logits
         with model.disable_adapter():
             base = model(input_ids=IDS).logits
         with packed_linear_weights(model):
+            merged = [layer for layer in model.modules() if isinstance(layer, LoraLinear) and "forward" in vars(layer)]
             packed = model(input_ids=IDS).logits
-    assert not torch.equal(plain, base)
-    assert torch.equal(packed, plain)
+    assert len(merged) == 2 * 7, "every adapted projection of both layers"
+    adapter_effect = (plain - base).abs().max()
+    assert adapter_effect > 0.5
+    # merged in float32 and rounded to bfloat16 once, instead of two products summed at every step
+    assert (packed - plain).abs().max() < 0.05 * adapter_effect
+    assert not [layer for layer in model.modules() if "forward" in vars(layer)]
+
+
+def test_a_disabled_adapter_leaves_the_plain_packed_base_weights() -> None:
+    model = lora_llama()
+    with torch.inference_mode(), model.disable_adapter():
+        base = model(input_ids=IDS).logits
+        assert mergeable_lora_layers(model) == []
+        with packed_linear_weights(model):
+            packed = model(input_ids=IDS).logits
+    assert torch.equal(packed, base)
+
+
+def test_adapters_in_training_mode_or_with_variants_are_not_merged() -> None:
+    assert mergeable_lora_layers(lora_llama().train()) == []
+    assert mergeable_lora_layers(lora_llama(use_dora=True)) == []
+
+
+def test_merged_weight_is_the_base_weight_plus_the_adapter_product() -> None:
+    layer = lora_llama().base_model.model.model.layers[0].self_attn.q_proj
+    expected = layer.base_layer.weight.float() + (
+        layer.lora_B["default"].weight.float() @ layer.lora_A["default"].weight.float() * layer.scaling["default"]
+    )
+    assert torch.equal(merged_weight(layer), expected.to(torch.bfloat16))
 
 
 def test_sampling_draws_the_same_tokens_with_and_without_packing(monkeypatch) -> None:

@@ -8,7 +8,10 @@ batch of sequences for both; generated tokens are counted up to and including en
 Also checks greedy equality with generate (in float32, where it must be exact, and in the
 benchmark's dtype, next to how often generate agrees with itself when only its batching
 changes) and reports the share of the machine's bfloat16 matrix-multiply rate that
-generation reaches (FLOPs per generated token = 2 x parameters).
+generation reaches (FLOPs per generated token = 2 x parameters). Without --quick it also times
+sampling with the loop's LoRA adapter (merged into the packed weights, and not), and what one
+decode step costs before any real arithmetic: the sampler on a model with the bundled model's
+layers and heads but 8 dimensions per head.
 """
 
 from __future__ import annotations
@@ -119,6 +122,24 @@ def with_adapter(model):
     return adapted.eval()
 
 
+def step_overhead_ms(model, dtype: torch.dtype, steps: int = 32) -> float:
+    """Milliseconds per decode step of 16 rows for a model with `model`'s layers and heads but 8 dimensions per head:
+    what the layers' operations cost themselves (dispatch, Python), with almost no arithmetic."""
+    heads = model.config.num_attention_heads
+    config = type(model.config).from_dict(
+        {**model.config.to_dict(), "hidden_size": 8 * heads, "head_dim": 8, "intermediate_size": 128, "vocab_size": 512}
+    )
+    narrow = type(model)(config).to(dtype).eval()
+    prompts = [[1] * 40 + [3 + index] * 8 for index in range(8)]
+
+    def run(new_tokens: int) -> None:  # no stop token: every row runs all steps
+        decode(narrow, prompts, 2, DecodeSettings(new_tokens, 0.6, 0.9), pad_token_id=0, stop_ids=[-1], seed=0)
+
+    run(2)
+    _, seconds = timed(run, steps)
+    return seconds / steps * 1000
+
+
 def timed(function, *args):
     start = time.perf_counter()
     result = function(*args)
@@ -175,6 +196,7 @@ def main() -> None:
                 ablation_rates[name] = count_tokens(ablated_rows, stops) / ablated_seconds
         loop_rate = None
         adapter_rates = {}
+        overhead_ms = None
         if not args.quick:
             loop_rows, loop_seconds = timed(plain_generate, model, tokenizer, prompts[:16], args.samples, settings, 1, 0)
             loop_rate = count_tokens(loop_rows, stops) / loop_seconds
@@ -186,6 +208,7 @@ def main() -> None:
                     adapted_rows, adapted_seconds = timed(ours, adapted, tokenizer, prompts, args.samples, settings,
                                                           our_prompts, 0)
                 adapter_rates[name] = count_tokens(adapted_rows, stops) / adapted_seconds
+            overhead_ms = step_overhead_ms(model, dtype)
     base_rate = count_tokens(base_rows, stops) / base_seconds
     our_rate = count_tokens(our_rows, stops) / our_seconds
     peak = matmul_gflops(dtype)
@@ -209,8 +232,13 @@ def main() -> None:
                     + "; ".join(f"{name} {rate:.0f} tok/s" for name, rate in ablation_rates.items())
                     + f"; against {our_rate:.0f} tok/s with all")
     if adapter_rates:
-        rows.append("- with a LoRA adapter (the loop's: rank 8 on all linear layers; sampling from iteration 2 on): "
+        rows.append("- with a LoRA adapter (the loop's: rank 8 on all linear layers; it samples so after its first "
+                    "training): "
                     + "; ".join(f"adapter {name} {rate:.0f} tok/s" for name, rate in adapter_rates.items()))
+    if overhead_ms is not None:
+        rows.append(f"- one decode step of 16 rows with the same layers and heads but 8 dimensions per head (almost no "
+                    f"arithmetic): {overhead_ms:.1f} ms; x {args.max_new_tokens} steps per batch = "
+                    f"{overhead_ms * args.max_new_tokens / 1000:.1f} s of the sampler's {our_seconds:.1f} s")
     if loop_rate is not None:
         rows.append(f"- per-question generate loop (STaR/STaSC scripts): {loop_rate:.0f} tok/s; "
                     f"stasc sampler is {our_rate / loop_rate:.1f}x faster")

@@ -46,7 +46,7 @@ def packable_layers(model: torch.nn.Module) -> list[torch.nn.Linear]:
 
 
 def mergeable_lora_layers(model: torch.nn.Module) -> list[LoraLinear]:
-    """PEFT LoRA linear layers in eval mode whose enabled, unmerged, plain adapters can be folded into a packed base weight."""
+    """PEFT LoRA linear layers in eval mode whose enabled, unmerged, plain adapters fold into a packed base weight."""
     packable = {id(layer) for layer in packable_layers(model)}
     mergeable = []
     for module in model.modules():

@@ -8,8 +8,8 @@ bit-identical outputs (tested); bench/generation.py times the whole sampler with
 The two ops are the ones torch.compile's CPU backend uses for frozen weights; where torch lacks
 them, layers keep their own forward.
 
-A PEFT LoRA layer (the loop samples with its adapter from the second iteration on) would add
-two float32 products, a cast and a sum to each projection at every step; while sampling, its
+A PEFT LoRA layer (the loop samples with its adapter once it has trained one) would add two
+float32 products, a cast and a sum to each projection at every step; while sampling, its
 base weight plus the adapter's delta is packed as one weight instead (PEFT's `get_delta_weight`,
 summed in float32 and rounded to bfloat16 once), so an adapter costs nothing per step.
 bench/generation.py times sampling with an adapter both ways.

@@ -1,4 +1,5 @@
-"""Packed bfloat16 linear weights: same outputs, LoRA adapters merged in, own forward back afterwards, other layers left alone."""
+"""Packed bfloat16 linear weights: same outputs, LoRA adapters merged in, own forward back afterwards, other layers
+left alone."""
 
 from __future__ import annotations
 

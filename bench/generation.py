@@ -80,14 +80,18 @@ def plain_generate(model, tokenizer, prompts, num_samples, settings, batch_promp
     return rows
 
 
+def our_batches(prompts, batch_prompts) -> list[list[int]]:
+    """The prompts of each of the sampler's batches: longest first, as the loop's sampler batches them."""
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    return [order[start : start + batch_prompts] for start in range(0, len(order), batch_prompts)]
+
+
 def ours(model, tokenizer, prompts, num_samples, settings, batch_prompts, seed):
     stops = stop_token_ids(model, tokenizer)
     rows: dict[int, list[int]] = {}
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    for start in range(0, len(order), batch_prompts):
-        indices = order[start : start + batch_prompts]
+    for number, indices in enumerate(our_batches(prompts, batch_prompts)):
         new = decode(model, [prompts[i] for i in indices], num_samples, settings,
-                     pad_token_id=tokenizer.pad_token_id, stop_ids=stops, seed=seed + start)
+                     pad_token_id=tokenizer.pad_token_id, stop_ids=stops, seed=seed + number * batch_prompts)
         for position, index in enumerate(indices):
             for sample in range(num_samples):
                 row = new[position * num_samples + sample]
@@ -236,9 +240,13 @@ def main() -> None:
                     "training): "
                     + "; ".join(f"adapter {name} {rate:.0f} tok/s" for name, rate in adapter_rates.items()))
     if overhead_ms is not None:
+        steps = sum(
+            max(len(our_rows[index * args.samples + sample]) for index in batch for sample in range(args.samples))
+            for batch in our_batches(prompts, our_prompts)
+        )
         rows.append(f"- one decode step of 16 rows with the same layers and heads but 8 dimensions per head (almost no "
-                    f"arithmetic): {overhead_ms:.1f} ms; x {args.max_new_tokens} steps per batch = "
-                    f"{overhead_ms * args.max_new_tokens / 1000:.1f} s of the sampler's {our_seconds:.1f} s")
+                    f"arithmetic): {overhead_ms:.1f} ms; x the {steps} steps the sampler's batches took (each as "
+                    f"many as its longest answer) = {overhead_ms * steps / 1000:.1f} s of its {our_seconds:.1f} s")
     if loop_rate is not None:
         rows.append(f"- per-question generate loop (STaR/STaSC scripts): {loop_rate:.0f} tok/s; "
                     f"stasc sampler is {our_rate / loop_rate:.1f}x faster")

@@ -169,19 +169,16 @@ def decode(
     positions = shared + (attention.cumsum(-1) - 1).clamp_min(0)
     cache = DynamicCache(config=model.config)
     with contiguous_output_layer(model), packed_linear_weights(model):
-        extra = {}
-        if prefix_attention:
-            prefix = None
-            if shared:  # e.g. the system prompt and instructions: computed and kept once for all rows
-                prefix_cache = DynamicCache(config=model.config)
-                model(input_ids=torch.tensor([prompts[0][:shared]], device=device), past_key_values=prefix_cache,
-                      use_cache=True, logits_to_keep=1)
-                prefix = SharedPrefix.from_cache(prefix_cache)
-            extra["shared_prefix"] = prefix
+        prefix = None
+        if shared:  # e.g. the system prompt and instructions: computed and kept once for all rows
+            prefix_cache = DynamicCache(config=model.config)
+            model(input_ids=torch.tensor([prompts[0][:shared]], device=device), past_key_values=prefix_cache,
+                  use_cache=True, logits_to_keep=1)
+            prefix = SharedPrefix.from_cache(prefix_cache)
+        extra = {"shared_prefix": prefix} if prefix_attention else {}
         with shared_prefix_attention_enabled(model) if prefix_attention else contextlib.nullcontext():
-            outputs = _decode_rows(model, cache, input_ids, attention, positions, num_samples, settings, generator,
-                                   stop_ids, suppress_ids, extra)
-    return outputs
+            return _decode_rows(model, cache, input_ids, attention, positions, num_samples, settings, generator,
+                                stop_ids, suppress_ids, extra)
 
 
 BUCKET_RATIO = 0.75  # a prompt shorter than this fraction of its group's longest starts a new prefill group

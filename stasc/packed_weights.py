@@ -45,29 +45,32 @@ def packable_layers(model: torch.nn.Module) -> list[torch.nn.Linear]:
     ]
 
 
+def _adapters(layer: LoraLinear) -> list[str]:
+    """The layer's active adapters that adapt it."""
+    return [name for name in layer.active_adapters if name in layer.lora_A]
+
+
+def _mergeable(layer: LoraLinear, packable: set[int]) -> bool:
+    adapters = _adapters(layer)
+    return (
+        bool(adapters) and not (layer.training or layer.merged or layer.disable_adapters)
+        and id(layer.get_base_layer()) in packable and "forward" not in vars(layer)
+        and not any(name in layer.lora_variant or layer.lora_bias.get(name) for name in adapters)
+    )
+
+
 def mergeable_lora_layers(model: torch.nn.Module) -> list[LoraLinear]:
     """PEFT LoRA linear layers in eval mode whose enabled, unmerged, plain adapters fold into a packed base weight."""
     packable = {id(layer) for layer in packable_layers(model)}
-    mergeable = []
-    for module in model.modules():
-        if type(module) is not LoraLinear or module.training or module.merged or module.disable_adapters:
-            continue
-        adapters = [name for name in module.active_adapters if name in module.lora_A]
-        if (
-            adapters and id(module.get_base_layer()) in packable and "forward" not in vars(module)
-            and not any(name in module.lora_variant or module.lora_bias.get(name) for name in adapters)
-        ):
-            mergeable.append(module)
-    return mergeable
+    return [module for module in model.modules() if type(module) is LoraLinear and _mergeable(module, packable)]
 
 
 def merged_weight(layer: LoraLinear) -> torch.Tensor:
     """The layer's base weight plus its active adapters' deltas, summed in float32, in the base weight's dtype."""
     base = layer.get_base_layer().weight
     merged = base.float()
-    for name in layer.active_adapters:
-        if name in layer.lora_A:
-            merged += layer.get_delta_weight(name).float()
+    for name in _adapters(layer):
+        merged += layer.get_delta_weight(name).float()
     return merged.to(base.dtype)
 
 

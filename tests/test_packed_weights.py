@@ -92,7 +92,10 @@ def test_a_disabled_adapter_leaves_the_plain_packed_base_weights() -> None:
         base = model(input_ids=IDS).logits
         assert mergeable_lora_layers(model) == []
         with packed_linear_weights(model):
+            replaced = [layer for layer in model.modules() if "forward" in vars(layer)]
             packed = model(input_ids=IDS).logits
+    assert len(replaced) == 2 * 7 + 1 and all(type(layer) is torch.nn.Linear for layer in replaced), \
+        "the base projections and the output layer are packed, not the LoRA layers"
     assert torch.equal(packed, base)
 
 

@@ -115,6 +115,7 @@ def test_the_model_computes_the_same_logits_with_it() -> None:
     attention[1, :3] = 0
     own = model(input_ids=ids, attention_mask=attention).logits
     with shared_prefix_attention_enabled(model):
+        assert model.config._attn_implementation == IMPLEMENTATION
         ours = model(input_ids=ids, attention_mask=attention).logits
     torch.testing.assert_close(ours[0], own[0])
     torch.testing.assert_close(ours[1, 3:], own[1, 3:])

@@ -51,6 +51,12 @@ ABLATIONS = {
     "with fresh float32 tensors for top-p at every step":
         (stasc.decoding, "token_probabilities",
          lambda logits, temperature, scratch=None: UNBUFFERED(logits, temperature)),
+    "with a top-256 shortlist for top-p": (stasc.decoding, "SHORTLIST", 256),
+    "with every unfinished row copied when rows finish (as selecting them does)":
+        (stasc.decoding, "compaction_moves",
+         lambda finished: (list(range(finished.count(False))), [row for row, done in enumerate(finished) if not done])),
+    "with the model's own forward at every step (no Llama steps)":
+        (stasc.decoding, "supports_llama_steps", lambda model: False),
 }
 
 
@@ -205,10 +211,13 @@ def main() -> None:
             loop_rows, loop_seconds = timed(plain_generate, model, tokenizer, prompts[:16], args.samples, settings, 1, 0)
             loop_rate = count_tokens(loop_rows, stops) / loop_seconds
             adapted = with_adapter(model)  # last: PEFT puts its layers into the model
-            unmerged = mock.patch.object(stasc.packed_weights, "mergeable_lora_layers", lambda model: [])
-            for name, context in (("merged into the packed weights", contextlib.nullcontext()),
-                                  ("as separate products", unmerged)):
-                with context:
+            for name, unmerged in (("merged into the packed weights", False), ("as separate products", True)):
+                with contextlib.ExitStack() as context:
+                    if unmerged:  # PEFT's own forward at every step
+                        context.enter_context(
+                            mock.patch.object(stasc.packed_weights, "mergeable_lora_layers", lambda model: []))
+                        context.enter_context(
+                            mock.patch.object(stasc.decoding, "supports_llama_steps", lambda model: False))
                     adapted_rows, adapted_seconds = timed(ours, adapted, tokenizer, prompts, args.samples, settings,
                                                           our_prompts, 0)
                 adapter_rates[name] = count_tokens(adapted_rows, stops) / adapted_seconds

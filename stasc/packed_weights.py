@@ -50,13 +50,18 @@ def _adapters(layer: LoraLinear) -> list[str]:
     return [name for name in layer.active_adapters if name in layer.lora_A]
 
 
-def _mergeable(layer: LoraLinear, packable: set[int]) -> bool:
+def _plain_lora(layer: LoraLinear) -> bool:
+    """An enabled, unmerged LoRA layer in eval mode whose output is its base layer's plus plain adapter products."""
     adapters = _adapters(layer)
     return (
         bool(adapters) and not (layer.training or layer.merged or layer.disable_adapters)
-        and id(layer.get_base_layer()) in packable and "forward" not in vars(layer)
+        and "forward" not in vars(layer)
         and not any(name in layer.lora_variant or layer.lora_bias.get(name) for name in adapters)
     )
+
+
+def _mergeable(layer: LoraLinear, packable: set[int]) -> bool:
+    return _plain_lora(layer) and id(layer.get_base_layer()) in packable
 
 
 def mergeable_lora_layers(model: torch.nn.Module) -> list[LoraLinear]:
@@ -68,10 +73,48 @@ def mergeable_lora_layers(model: torch.nn.Module) -> list[LoraLinear]:
 def merged_weight(layer: LoraLinear) -> torch.Tensor:
     """The layer's base weight plus its active adapters' deltas, summed in float32, in the base weight's dtype."""
     base = layer.get_base_layer().weight
-    merged = base.float()
+    merged = base.to(torch.float32, copy=True)
     for name in _adapters(layer):
         merged += layer.get_delta_weight(name).float()
     return merged.to(base.dtype)
+
+
+def _base_only(layer: LoraLinear) -> bool:
+    """PEFT computes just the base layer: adapters disabled (e.g. sampling from M0), or none adapts this layer."""
+    return layer.disable_adapters or not _adapters(layer)
+
+
+def is_one_matrix(module: torch.nn.Module) -> bool:
+    """Whether a linear layer multiplies by one bias-free matrix: a plain one, or a PEFT LoRA layer on one that
+    computes its base layer alone or plus plain adapters (not a bias, a forward replaced by hooks, a merged adapter
+    or adapters that do not merge)."""
+    if type(module) is LoraLinear:
+        return (
+            is_one_matrix(module.get_base_layer()) and "forward" not in vars(module) and not module.merged
+            and (_base_only(module) or _plain_lora(module))
+        )
+    return type(module) is torch.nn.Linear and module.bias is None and "forward" not in vars(module)
+
+
+def effective_weight(module: torch.nn.Module) -> torch.Tensor:
+    """That one matrix (for a LoRA layer with adapters on, the base weight with them merged in); see `is_one_matrix`."""
+    if type(module) is not LoraLinear:
+        return module.weight
+    return module.get_base_layer().weight if _base_only(module) else merged_weight(module)
+
+
+class FrozenLinear:
+    """x @ weight.T for a weight that does not change while it is used, packed for oneDNN when it is
+    bfloat16 on a CPU (plain `F.linear` otherwise)."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        self.packed = packing_available() and weight.dtype == torch.bfloat16 and weight.device.type == "cpu"
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight) if self.packed else weight
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.packed:
+            return torch.ops.mkldnn._linear_pointwise(inputs, self.weight, None, "none", [], "")
+        return torch.nn.functional.linear(inputs, self.weight)
 
 
 def _packed_lora_linear(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+import stasc.decoding
 from stasc.decoding import (
     MIN_SHARED_PREFIX,
     SHORTLIST,
@@ -37,6 +39,27 @@ def free_model(smollm_tokenizer_dir: Path):
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, eos_token_id=2, pad_token_id=2)
     return LlamaForCausalLM(config).eval(), tokenizer
+
+
+@pytest.fixture(params=["llama steps", "model forward"])
+def step_path(request, monkeypatch) -> Iterator[list[str]]:
+    """Decode steps through stasc.llama_steps, or (for models it does not cover) through the model's own forward;
+    collects which one decode used."""
+    used: list[str] = []
+    real_llama, real_model = stasc.decoding.LlamaSteps, stasc.decoding.ModelSteps
+
+    def spy(real, name):
+        def build(*args, **kwargs):
+            used.append(name)
+            return real(*args, **kwargs)
+        return build
+
+    monkeypatch.setattr(stasc.decoding, "LlamaSteps", spy(real_llama, "llama steps"))
+    monkeypatch.setattr(stasc.decoding, "ModelSteps", spy(real_model, "model forward"))
+    if request.param == "model forward":
+        monkeypatch.setattr(stasc.decoding, "supports_llama_steps", lambda model: False)
+    yield used
+    assert set(used) == {request.param}
 
 
 def prompts_of(tokenizer, questions: list[str]) -> list[list[int]]:
@@ -62,7 +85,7 @@ def reference_generate(model, tokenizer, prompts, num_samples, max_new_tokens):
     return rows
 
 
-def test_greedy_matches_generate_token_for_token(free_model) -> None:
+def test_greedy_matches_generate_token_for_token(free_model, step_path) -> None:
     model, tokenizer = free_model
     prompts = prompts_of(tokenizer, QUESTIONS)
     shared = shared_prompt_prefix(prompts)
@@ -109,7 +132,7 @@ def test_models_with_a_sliding_window_keep_their_own_attention(smollm_tokenizer_
     assert ours == reference_generate(model, tokenizer, prompts, 2, 16)
 
 
-def test_greedy_matches_generate_without_a_shared_prefix(free_model) -> None:
+def test_greedy_matches_generate_without_a_shared_prefix(free_model, step_path) -> None:
     model, tokenizer = free_model
     prompts = [tokenizer(question)["input_ids"] for question in QUESTIONS]
     assert shared_prompt_prefix(prompts) == 0
@@ -132,7 +155,7 @@ def test_shared_prefix_leaves_every_prompt_a_token_of_its_own() -> None:
     assert shared_prompt_prefix([system[:MIN_SHARED_PREFIX - 1] + [1], system[:MIN_SHARED_PREFIX - 1] + [2]]) == 0
 
 
-def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(free_model) -> None:
+def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(free_model, step_path) -> None:
     model, tokenizer = free_model
     prompts = prompts_of(tokenizer, QUESTIONS)
     settings = DecodeSettings(16, 0.0, 1.0)
@@ -145,7 +168,7 @@ def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(free_m
         assert short == expected
 
 
-def test_sampling_is_reproducible_and_varied(free_model) -> None:
+def test_sampling_is_reproducible_and_varied(free_model, step_path) -> None:
     model, tokenizer = free_model
     prompts = prompts_of(tokenizer, QUESTIONS[:2])
     settings = DecodeSettings(12, 1.0, 0.9)

@@ -9,9 +9,13 @@ from peft import LoraConfig, get_peft_model
 from peft.tuners.lora.layer import Linear as LoraLinear
 from transformers import LlamaConfig, LlamaForCausalLM
 
+import stasc.decoding
 from stasc import packed_weights
 from stasc.decoding import DecodeSettings, decode
 from stasc.packed_weights import (
+    FrozenLinear,
+    effective_weight,
+    is_one_matrix,
     mergeable_lora_layers,
     merged_weight,
     packable_layers,
@@ -61,8 +65,8 @@ def test_nothing_is_packed_outside_inference_mode() -> None:
         assert not [layer for layer in model.modules() if "forward" in vars(layer)]
 
 
-def lora_llama(**lora) -> torch.nn.Module:
-    model = get_peft_model(tiny_llama(), LoraConfig(r=2, target_modules="all-linear", **lora))
+def lora_llama(dtype: torch.dtype = torch.bfloat16, **lora) -> torch.nn.Module:
+    model = get_peft_model(tiny_llama(dtype), LoraConfig(r=2, target_modules="all-linear", **lora))
     for name, parameter in model.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(parameter, std=0.5)  # an adapter that changes the output
@@ -112,19 +116,58 @@ def test_merged_weight_is_the_base_weight_plus_the_adapter_product() -> None:
     assert torch.equal(merged_weight(layer), expected.to(torch.bfloat16))
 
 
-def test_sampling_draws_the_same_tokens_with_and_without_packing(monkeypatch) -> None:
+@pytest.mark.parametrize("llama_steps", [True, False], ids=["llama steps", "model forward"])
+def test_sampling_draws_the_same_tokens_with_and_without_packing(monkeypatch, llama_steps: bool) -> None:
     model = tiny_llama()
     prompts = [list(range(5, 25)) + [30 + i] for i in range(3)]
     settings = DecodeSettings(10, 0.8, 0.9)
+    if not llama_steps:
+        monkeypatch.setattr(stasc.decoding, "supports_llama_steps", lambda model: False)
     calls: list[int] = []
-    real = packed_weights._packed_linear
+    real_layer, real_frozen = packed_weights._packed_linear, FrozenLinear.__call__
 
-    def counted(*args):
+    def counted_layer(*args):
         calls.append(1)
-        return real(*args)
+        return real_layer(*args)
 
-    monkeypatch.setattr(packed_weights, "_packed_linear", counted)
+    def counted_frozen(self, inputs):
+        calls.extend([1] if self.packed else [])
+        return real_frozen(self, inputs)
+
+    monkeypatch.setattr(packed_weights, "_packed_linear", counted_layer)
+    monkeypatch.setattr(FrozenLinear, "__call__", counted_frozen)
     packed = decode(model, prompts, 2, settings, pad_token_id=2, stop_ids=[2], seed=4)
     assert calls, "decode multiplied with packed weights"
     monkeypatch.setattr(packed_weights, "packing_available", lambda: False)
+    calls.clear()
     assert decode(model, prompts, 2, settings, pad_token_id=2, stop_ids=[2], seed=4) == packed
+    assert not calls
+
+
+def test_effective_weight_is_the_one_matrix_a_layer_multiplies_by() -> None:
+    model = lora_llama(torch.float32)
+    q_proj = model.base_model.model.model.layers[0].self_attn.q_proj
+    base = q_proj.base_layer.weight.clone()
+    assert is_one_matrix(q_proj)
+    assert torch.equal(effective_weight(q_proj), base + q_proj.get_delta_weight("default"))
+    assert torch.equal(q_proj.base_layer.weight, base), "the base weight itself is left as it was"
+    plain = tiny_llama().lm_head
+    assert is_one_matrix(plain) and effective_weight(plain) is plain.weight
+    assert not is_one_matrix(torch.nn.Linear(4, 4)), "a bias is not part of one matrix"
+    with model.disable_adapter():
+        assert is_one_matrix(q_proj) and effective_weight(q_proj) is q_proj.base_layer.weight, "adapter off: the base"
+    assert not is_one_matrix(lora_llama(use_dora=True).base_model.model.model.layers[0].self_attn.q_proj)
+    plain.forward = lambda inputs: inputs  # like accelerate's wrapper
+    assert not is_one_matrix(plain)
+
+
+def test_frozen_linear_packs_bfloat16_cpu_weights_only() -> None:
+    weight = torch.randn(8, 16, generator=torch.Generator().manual_seed(0))
+    inputs = torch.randn(3, 16, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        packed = FrozenLinear(weight.to(torch.bfloat16))
+        unpacked = FrozenLinear(weight)
+        assert packed.packed and not unpacked.packed
+        assert torch.equal(packed(inputs.to(torch.bfloat16)), torch.nn.functional.linear(
+            inputs.to(torch.bfloat16), weight.to(torch.bfloat16)))
+        assert torch.equal(unpacked(inputs), torch.nn.functional.linear(inputs, weight))

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from stasc.llama_steps import LlamaSteps, supports_llama_steps
+from stasc.llama_steps import LlamaSteps, LlamaWeights, supports_llama_steps
 from stasc.packed_weights import packed_linear_weights
 from stasc.prefix_attention import (
     SharedPrefix,
@@ -175,8 +175,9 @@ def decode(
     input_ids, attention = left_padded([prompt[shared:] for prompt in prompts], pad_token_id, device)
     positions = shared + (attention.cumsum(-1) - 1).clamp_min(0)
     cache = DynamicCache(config=model.config)
-    llama_steps = prefix_attention and supports_llama_steps(model)  # packs its own weights for the decode steps
-    with contiguous_output_layer(model), contextlib.nullcontext() if llama_steps else packed_linear_weights(model):
+    # the decode steps' own weights, fused and packed before packed_linear_weights replaces the layers' forward
+    llama_weights = LlamaWeights(model) if prefix_attention and supports_llama_steps(model) else None
+    with contiguous_output_layer(model), packed_linear_weights(model):
         prefix = None
         if shared:  # e.g. the system prompt and instructions: computed and kept once for all rows
             prefix_cache = DynamicCache(config=model.config)
@@ -185,7 +186,7 @@ def decode(
             prefix = SharedPrefix.from_cache(prefix_cache)
         with shared_prefix_attention_enabled(model) if prefix_attention else contextlib.nullcontext():
             return _decode_rows(model, cache, input_ids, attention, positions, num_samples, settings, generator,
-                                stop_ids, suppress_ids, prefix_attention, prefix, llama_steps)
+                                stop_ids, suppress_ids, prefix_attention, prefix, llama_weights)
 
 
 BUCKET_RATIO = 0.75  # a prompt shorter than this fraction of its group's longest starts a new prefill group
@@ -273,7 +274,7 @@ def _decode_rows(
     model: torch.nn.Module, cache: DynamicCache, input_ids: torch.Tensor, attention: torch.Tensor,
     positions: torch.Tensor, num_samples: int, settings: DecodeSettings, generator: torch.Generator,
     stop_ids: Sequence[int], suppress_ids: torch.Tensor | None, prefix_attention: bool,
-    shared_prefix: SharedPrefix | None, llama_steps: bool,
+    shared_prefix: SharedPrefix | None, llama_weights: LlamaWeights | None,
 ) -> list[list[int]]:
     """Prefill each prompt's own tokens once, copy its cache to its samples, then decode until all rows stop."""
     device = input_ids.device
@@ -285,8 +286,8 @@ def _decode_rows(
         attention = attention.repeat_interleave(num_samples, dim=0)
         positions = positions.repeat_interleave(num_samples, dim=0)
     next_position = positions[:, -1] + 1
-    if llama_steps:
-        steps = LlamaSteps(model, cache, attention, next_position, shared_prefix, settings.max_new_tokens)
+    if llama_weights is not None:
+        steps = LlamaSteps(llama_weights, cache, attention, next_position, shared_prefix, settings.max_new_tokens)
     else:
         steps = ModelSteps(model, cache, attention, next_position, extra)
     total = attention.shape[0]

@@ -60,20 +60,21 @@ def _fused(*modules: torch.nn.Module) -> FrozenLinear:
     return FrozenLinear(torch.cat([effective_weight(module) for module in modules]))
 
 
-class LlamaSteps:
-    """Decode steps for the rows of a prefilled cache; rows can be moved and dropped between steps."""
+class LlamaWeights:
+    """A Llama model's weights as the decode steps use them: fused, merged with a plain LoRA adapter, packed.
 
-    def __init__(
-        self, model: torch.nn.Module, cache: DynamicCache, attention: torch.Tensor, next_position: torch.Tensor,
-        shared_prefix: SharedPrefix | None, max_new_tokens: int,
-    ) -> None:
+    Built before the prompts are prefilled: the prefill runs the model's own forward, whose
+    layers stasc.packed_weights replaces meanwhile.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
         base = transformers_model(model)
         inner = base.model
-        config = base.config
-        self.query_heads = config.num_attention_heads
-        self.kv_heads = config.num_key_value_heads
+        self.query_heads = base.config.num_attention_heads
+        self.kv_heads = base.config.num_key_value_heads
         self.head_dim = inner.layers[0].self_attn.head_dim
         self.embed = inner.embed_tokens
+        self.rotary = inner.rotary_emb
         self.final_norm = inner.norm
         self.output = FrozenLinear(effective_weight(base.lm_head))
         self.layers = [
@@ -86,9 +87,19 @@ class LlamaSteps:
             )
             for layer in inner.layers
         ]
+
+
+class LlamaSteps:
+    """Decode steps for the rows of a prefilled cache; rows can be moved and dropped between steps."""
+
+    def __init__(
+        self, weights: LlamaWeights, cache: DynamicCache, attention: torch.Tensor, next_position: torch.Tensor,
+        shared_prefix: SharedPrefix | None, max_new_tokens: int,
+    ) -> None:
+        self.weights = weights
         positions = torch.arange(int(next_position.max()) + max_new_tokens, device=attention.device)
-        cos, sin = inner.rotary_emb(self.embed.weight[:1], positions.unsqueeze(0))
-        half = self.head_dim // 2
+        cos, sin = weights.rotary(weights.embed.weight[:1], positions.unsqueeze(0))
+        half = weights.head_dim // 2
         self.cos = cos[0]
         # x * cos + rotate_half(x) * sin, with rotate_half(x) = cat(-x2, x1) = roll(x) with the first half negated
         self.signed_sin = torch.cat([-sin[0, :, :half], sin[0, :, half:]], dim=-1)
@@ -111,14 +122,15 @@ class LlamaSteps:
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Next-token logits (rows, vocab) after appending one token to each row."""
+        weights = self.weights
         rows = tokens.shape[0]
-        heads, kv_heads, head_dim = self.query_heads, self.kv_heads, self.head_dim
+        heads, kv_heads, head_dim = weights.query_heads, weights.kv_heads, weights.head_dim
         rotated = (heads + kv_heads) * head_dim
         self.mask = torch.cat([self.mask, self.mask.new_zeros((rows, 1, 1, 1))], dim=-1)
         cos = self.cos[self.next_position].unsqueeze(1)
         sin = self.signed_sin[self.next_position].unsqueeze(1)
-        hidden = self.embed(tokens)
-        for index, layer in enumerate(self.layers):
+        hidden = weights.embed(tokens)
+        for index, layer in enumerate(weights.layers):
             qkv = layer.qkv(layer.input_norm(hidden))
             query_key = qkv[:, :rotated].view(rows, heads + kv_heads, head_dim)
             query_key = query_key * cos + query_key.roll(head_dim // 2, dims=-1) * sin
@@ -134,5 +146,5 @@ class LlamaSteps:
             gate, up = gate_up.chunk(2, dim=-1)
             hidden = hidden + layer.down(layer.activation(gate) * up)
         self.next_position = self.next_position + 1
-        return self.output(self.final_norm(hidden))
+        return weights.output(weights.final_norm(hidden))
 

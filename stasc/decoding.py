@@ -43,7 +43,8 @@ from stasc.prefix_attention import (
 )
 from stasc.row_compaction import compaction_moves, moved_rows
 
-SHORTLIST = 32  # holds the nucleus (top-p 0.9, T 0.6) in 99.5% of the bundled model's rows; topk of 256 took 2.3x as long
+# the top 32 hold the nucleus (top-p 0.9, T 0.6) in 99.5% of the bundled model's rows; topk of 256 took 2.3x as long
+SHORTLIST = 32
 
 
 @dataclass(frozen=True)
@@ -175,8 +176,7 @@ def decode(
     input_ids, attention = left_padded([prompt[shared:] for prompt in prompts], pad_token_id, device)
     positions = shared + (attention.cumsum(-1) - 1).clamp_min(0)
     cache = DynamicCache(config=model.config)
-    # the decode steps' own weights, fused and packed before packed_linear_weights replaces the layers' forward
-    llama_weights = LlamaWeights(model) if prefix_attention and supports_llama_steps(model) else None
+    llama_steps = prefix_attention and supports_llama_steps(model)
     with contiguous_output_layer(model), packed_linear_weights(model):
         prefix = None
         if shared:  # e.g. the system prompt and instructions: computed and kept once for all rows
@@ -184,9 +184,16 @@ def decode(
             model(input_ids=torch.tensor([prompts[0][:shared]], device=device), past_key_values=prefix_cache,
                   use_cache=True, logits_to_keep=1)
             prefix = SharedPrefix.from_cache(prefix_cache)
+        extra = {"shared_prefix": prefix} if prefix_attention else {}
         with shared_prefix_attention_enabled(model) if prefix_attention else contextlib.nullcontext():
-            return _decode_rows(model, cache, input_ids, attention, positions, num_samples, settings, generator,
-                                stop_ids, suppress_ids, prefix_attention, prefix, llama_weights)
+            logits, attention, next_position = _prefill_rows(
+                model, cache, input_ids, attention, positions, num_samples, extra)
+            if not llama_steps:
+                steps = ModelSteps(model, cache, attention, next_position, extra)
+                return _sample_rows(steps, logits, settings, generator, stop_ids, suppress_ids)
+    # the layers' own forward is back: their weights are fused and packed for the decode steps instead
+    steps = LlamaSteps(LlamaWeights(model), cache, attention, next_position, prefix, settings.max_new_tokens)
+    return _sample_rows(steps, logits, settings, generator, stop_ids, suppress_ids)
 
 
 BUCKET_RATIO = 0.75  # a prompt shorter than this fraction of its group's longest starts a new prefill group
@@ -270,27 +277,28 @@ class ModelSteps:
         return logits
 
 
-def _decode_rows(
+def _prefill_rows(
     model: torch.nn.Module, cache: DynamicCache, input_ids: torch.Tensor, attention: torch.Tensor,
-    positions: torch.Tensor, num_samples: int, settings: DecodeSettings, generator: torch.Generator,
-    stop_ids: Sequence[int], suppress_ids: torch.Tensor | None, prefix_attention: bool,
-    shared_prefix: SharedPrefix | None, llama_weights: LlamaWeights | None,
-) -> list[list[int]]:
-    """Prefill each prompt's own tokens once, copy its cache to its samples, then decode until all rows stop."""
-    device = input_ids.device
-    extra = {"shared_prefix": shared_prefix} if prefix_attention else {}
+    positions: torch.Tensor, num_samples: int, extra: dict,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Prefill each prompt's own tokens once and copy its cache to its samples: (logits, attention mask, next
+    position) for every row."""
     logits = _prefill(model, cache, input_ids, attention, positions, extra)
     if num_samples > 1:
         cache.batch_repeat_interleave(num_samples)
         logits = logits.repeat_interleave(num_samples, dim=0)
         attention = attention.repeat_interleave(num_samples, dim=0)
         positions = positions.repeat_interleave(num_samples, dim=0)
-    next_position = positions[:, -1] + 1
-    if llama_weights is not None:
-        steps = LlamaSteps(llama_weights, cache, attention, next_position, shared_prefix, settings.max_new_tokens)
-    else:
-        steps = ModelSteps(model, cache, attention, next_position, extra)
-    total = attention.shape[0]
+    return logits, attention, positions[:, -1] + 1
+
+
+def _sample_rows(
+    steps: LlamaSteps | ModelSteps, logits: torch.Tensor, settings: DecodeSettings, generator: torch.Generator,
+    stop_ids: Sequence[int], suppress_ids: torch.Tensor | None,
+) -> list[list[int]]:
+    """Sample a token for every row, drop the rows that stopped, step the rest; until all rows stop."""
+    device = logits.device
+    total = logits.shape[0]
     scratch = logits.new_empty((2, total, logits.shape[-1]), dtype=torch.float32) if settings.temperature else None
     outputs: list[list[int]] = [[] for _ in range(total)]
     active = torch.arange(total, device=device)  # which sequence each row holds

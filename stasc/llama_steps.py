@@ -63,8 +63,8 @@ def _fused(*modules: torch.nn.Module) -> FrozenLinear:
 class LlamaWeights:
     """A Llama model's weights as the decode steps use them: fused, merged with a plain LoRA adapter, packed.
 
-    Built before the prompts are prefilled: the prefill runs the model's own forward, whose
-    layers stasc.packed_weights replaces meanwhile.
+    Built after the prefill: while the prompts run through the model's own forward,
+    stasc.packed_weights has replaced its layers' forward (and packed their weights separately).
     """
 
     def __init__(self, model: torch.nn.Module) -> None:

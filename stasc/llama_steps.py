@@ -147,4 +147,3 @@ class LlamaSteps:
             hidden = hidden + layer.down(layer.activation(gate) * up)
         self.next_position = self.next_position + 1
         return weights.output(weights.final_norm(hidden))
-

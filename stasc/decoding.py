@@ -145,7 +145,9 @@ def shared_prompt_prefix(prompts: Sequence[Sequence[int]]) -> int:
     return length if length >= MIN_SHARED_PREFIX else 0
 
 
-def left_padded(rows: Sequence[Sequence[int]], pad_token_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def left_padded(
+    rows: Sequence[Sequence[int]], pad_token_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids and attention mask of rows padded on the left to the longest."""
     width = max(len(row) for row in rows)
     input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long, device=device)
@@ -307,18 +309,17 @@ def _sample_rows(
         if suppress_ids is not None:
             logits[:, suppress_ids] = float("-inf")
         tokens = sample_next(logits, settings, generator, scratch)
-        finished = torch.isin(tokens, stops)
-        for row, token, done in zip(active.tolist(), tokens.tolist(), finished.tolist(), strict=True):
+        finished = torch.isin(tokens, stops).tolist()
+        for row, token, done in zip(active.tolist(), tokens.tolist(), finished, strict=True):
             if not done:
                 outputs[row].append(token)
         if step == settings.max_new_tokens - 1:
             break
-        if bool(finished.any()):
-            remaining = len(active) - int(finished.sum())
+        if any(finished):
+            remaining = len(finished) - sum(finished)
             if remaining == 0:
                 break
-            holes, movers = (torch.tensor(rows, dtype=torch.long, device=device)
-                             for rows in compaction_moves(finished.tolist()))
+            holes, movers = (torch.tensor(rows, dtype=torch.long, device=device) for rows in compaction_moves(finished))
             steps.move_rows(holes, movers, remaining)
             active, tokens = moved_rows(active, holes, movers, remaining), moved_rows(tokens, holes, movers, remaining)
         logits = steps.step(tokens)

@@ -2,8 +2,8 @@
 
 A bfloat16 `F.linear` on a CPU hands oneDNN the weight in torch's plain layout on every call;
 oneDNN's packed-weight linear takes a weight laid out for it once. For the few rows of a decode
-step that pays: in a micro-benchmark a 576x576 product for 64 rows took 0.14 ms packed against
-0.28 ms plain. Packing every weight once per `decode` call (0.2 s for the bundled model) gives
+step that pays: in a micro-benchmark a 576x576 product for 64 rows took 0.13-0.15 ms packed against
+0.17-0.28 ms plain. Packing every weight once per `decode` call (0.1-0.2 s for the bundled model) gives
 bit-identical outputs (tested); bench/generation.py times the whole sampler with and without.
 The two ops are the ones torch.compile's CPU backend uses for frozen weights; where torch lacks
 them, layers keep their own forward.
@@ -103,17 +103,25 @@ def effective_weight(module: torch.nn.Module) -> torch.Tensor:
     return module.get_base_layer().weight if _base_only(module) else merged_weight(module)
 
 
+def _pack(weight: torch.Tensor) -> torch.Tensor:
+    return torch.ops.mkldnn._reorder_linear_weight(weight)
+
+
+def _packed_product(inputs: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(inputs, packed_weight, bias, "none", [], "")
+
+
 class FrozenLinear:
     """x @ weight.T for a weight that does not change while it is used, packed for oneDNN when it is
     bfloat16 on a CPU (plain `F.linear` otherwise)."""
 
     def __init__(self, weight: torch.Tensor) -> None:
         self.packed = packing_available() and weight.dtype == torch.bfloat16 and weight.device.type == "cpu"
-        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight) if self.packed else weight
+        self.weight = _pack(weight) if self.packed else weight
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
         if self.packed:
-            return torch.ops.mkldnn._linear_pointwise(inputs, self.weight, None, "none", [], "")
+            return _packed_product(inputs, self.weight, None)
         return torch.nn.functional.linear(inputs, self.weight)
 
 
@@ -122,13 +130,13 @@ def _packed_lora_linear(
 ) -> torch.Tensor:
     if inputs.dtype != torch.bfloat16 or layer.disable_adapters or args or kwargs:  # state changed since packing
         return type(layer).forward(layer, inputs, *args, **kwargs)
-    return torch.ops.mkldnn._linear_pointwise(inputs, packed_weight, layer.get_base_layer().bias, "none", [], "")
+    return _packed_product(inputs, packed_weight, layer.get_base_layer().bias)
 
 
 def _packed_linear(layer: torch.nn.Linear, packed_weight: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     if inputs.dtype != torch.bfloat16:  # e.g. a float32 caller: the plain product, as the layer's own forward
         return torch.nn.functional.linear(inputs, layer.weight, layer.bias)
-    return torch.ops.mkldnn._linear_pointwise(inputs, packed_weight, layer.bias, "none", [], "")
+    return _packed_product(inputs, packed_weight, layer.bias)
 
 
 @contextlib.contextmanager
@@ -141,11 +149,9 @@ def packed_linear_weights(model: torch.nn.Module) -> Iterator[None]:
     layers = [layer for layer in packable_layers(model) if id(layer) not in merged_bases] if enabled else []
     try:
         for layer in lora_layers:
-            packed = torch.ops.mkldnn._reorder_linear_weight(merged_weight(layer))
-            layer.forward = functools.partial(_packed_lora_linear, layer, packed)
+            layer.forward = functools.partial(_packed_lora_linear, layer, _pack(merged_weight(layer)))
         for layer in layers:
-            packed = torch.ops.mkldnn._reorder_linear_weight(layer.weight)
-            layer.forward = functools.partial(_packed_linear, layer, packed)
+            layer.forward = functools.partial(_packed_linear, layer, _pack(layer.weight))
         yield
     finally:
         for layer in [*lora_layers, *layers]:

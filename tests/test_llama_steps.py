@@ -30,17 +30,26 @@ def with_lora(model: torch.nn.Module, **lora) -> torch.nn.Module:
     return adapted.eval()
 
 
-def step_logits(model, monkeypatch, llama_steps: bool, stop_ids: list[int]) -> tuple[list[list[int]], list[torch.Tensor]]:
-    """Greedy tokens, and the logits of every step (rows in the order decode holds them)."""
+def step_logits(
+    model, monkeypatch, llama_steps: bool, stop_ids: list[int], moves: list[int] | None = None,
+) -> tuple[list[list[int]], list[torch.Tensor]]:
+    """Greedy tokens, and the logits of every step (rows in the order decode holds them); `moves` collects how
+    many rows moved into the places of finished ones at each drop."""
     seen: list[torch.Tensor] = []
-    real = stasc.decoding.sample_next
+    real, real_moves = stasc.decoding.sample_next, stasc.decoding.compaction_moves
 
     def recording(logits, *args, **kwargs):
         seen.append(logits.float().clone())
         return real(logits, *args, **kwargs)
 
+    def counted_moves(finished):
+        holes, movers = real_moves(finished)
+        (moves if moves is not None else []).append(len(holes))
+        return holes, movers
+
     with monkeypatch.context() as patch:
         patch.setattr(stasc.decoding, "sample_next", recording)
+        patch.setattr(stasc.decoding, "compaction_moves", counted_moves)
         if not llama_steps:
             patch.setattr(stasc.decoding, "supports_llama_steps", lambda model: False)
         tokens = decode(model, PROMPTS, 2, DecodeSettings(12, 0.0, 1.0), pad_token_id=2, stop_ids=stop_ids, seed=0)
@@ -52,10 +61,12 @@ def assert_same_steps(model, monkeypatch, atol: float) -> None:
     # stop on a token some rows produce early, so rows leave the batch and others move into their places
     early = next(row[1] for row in own_tokens if len(row) > 3)
     own_tokens, own = step_logits(model, monkeypatch, False, [2, early])
-    tokens, ours = step_logits(model, monkeypatch, True, [2, early])
+    moves: list[int] = []
+    tokens, ours = step_logits(model, monkeypatch, True, [2, early], moves)
     assert tokens == own_tokens
     assert [logits.shape for logits in ours] == [logits.shape for logits in own]
     assert len({logits.shape[0] for logits in ours}) > 1, "rows left the batch on the way"
+    assert any(moves), "and unfinished rows moved into the places of finished ones"
     for step, (a, b) in enumerate(zip(ours, own, strict=True)):
         torch.testing.assert_close(a, b, atol=atol, rtol=0, msg=lambda message, step=step: f"step {step}: {message}")
 

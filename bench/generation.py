@@ -46,8 +46,6 @@ ABLATIONS = {
     "with the model's own attention (SDPA; no shared prefix then)":
         (stasc.decoding, "supports_shared_prefix_attention", lambda model: False),
     "without packed weights (plain F.linear)": (stasc.packed_weights, "packing_available", lambda: False),
-    "with all prompts of a batch prefilled together (no length groups)":
-        (stasc.decoding, "length_buckets", lambda lengths: [list(range(len(lengths)))]),
     "with fresh float32 tensors for top-p at every step":
         (stasc.decoding, "token_probabilities",
          lambda logits, temperature, scratch=None: UNBUFFERED(logits, temperature)),
@@ -55,7 +53,7 @@ ABLATIONS = {
     "with every unfinished row copied when rows finish (as selecting them does)":
         (stasc.decoding, "compaction_moves",
          lambda finished: (list(range(finished.count(False))), [row for row, done in enumerate(finished) if not done])),
-    "with the model's own forward at every step (no Llama steps)":
+    "with the model's own forward for the prompts (packed layers, length groups) and every step (no Llama steps)":
         (stasc.decoding, "supports_llama_steps", lambda model: False),
 }
 

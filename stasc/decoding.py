@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from stasc.llama_steps import LlamaSteps, LlamaWeights, supports_llama_steps
+from stasc.llama_steps import LlamaSteps, LlamaWeights, prefill, prefill_shared_prefix, supports_llama_steps
 from stasc.packed_weights import packed_linear_weights
 from stasc.prefix_attention import (
     SharedPrefix,
@@ -175,10 +175,15 @@ def decode(
     generator = torch.Generator(device=device).manual_seed(seed)
     prefix_attention = supports_shared_prefix_attention(model)
     shared = shared_prompt_prefix(prompts) if prefix_attention else 0
+    if prefix_attention and supports_llama_steps(model):
+        weights = LlamaWeights(model)
+        prefix = prefill_shared_prefix(weights, prompts[0][:shared]) if shared else None
+        rows = prefill(weights, [prompt[shared:] for prompt in prompts], shared, prefix).repeated(num_samples)
+        steps = LlamaSteps(weights, rows, shared, prefix, settings.max_new_tokens)
+        return _sample_rows(steps, rows.logits, settings, generator, stop_ids, suppress_ids)
     input_ids, attention = left_padded([prompt[shared:] for prompt in prompts], pad_token_id, device)
     positions = shared + (attention.cumsum(-1) - 1).clamp_min(0)
     cache = DynamicCache(config=model.config)
-    llama_steps = prefix_attention and supports_llama_steps(model)
     with contiguous_output_layer(model), packed_linear_weights(model):
         prefix = None
         if shared:  # e.g. the system prompt and instructions: computed and kept once for all rows
@@ -190,12 +195,8 @@ def decode(
         with shared_prefix_attention_enabled(model) if prefix_attention else contextlib.nullcontext():
             logits, attention, next_position = _prefill_rows(
                 model, cache, input_ids, attention, positions, num_samples, extra)
-            if not llama_steps:
-                steps = ModelSteps(model, cache, attention, next_position, extra)
-                return _sample_rows(steps, logits, settings, generator, stop_ids, suppress_ids)
-    # the layers' own forward is back: their weights are fused and packed for the decode steps instead
-    steps = LlamaSteps(LlamaWeights(model), cache, attention, next_position, prefix, settings.max_new_tokens)
-    return _sample_rows(steps, logits, settings, generator, stop_ids, suppress_ids)
+            steps = ModelSteps(model, cache, attention, next_position, extra)
+            return _sample_rows(steps, logits, settings, generator, stop_ids, suppress_ids)
 
 
 BUCKET_RATIO = 0.75  # a prompt shorter than this fraction of its group's longest starts a new prefill group

@@ -1,4 +1,4 @@
-"""Decode steps for Llama-architecture models (SmolLM2, Llama 3, ...), written out as plain tensor operations.
+"""Prompts and decode steps for Llama-architecture models (SmolLM2, Llama 3, ...), as plain tensor operations.
 
 transformers' forward runs each decode step through its modules, a cache object and a fresh
 attention mask; here one step is the same arithmetic with less around it:
@@ -9,16 +9,20 @@ attention mask; here one step is the same arithmetic with less around it:
   applied to queries and keys together;
 - the additive attention mask grows by one column per step; attention is
   stasc.prefix_attention's (the shared prompt prefix kept once).
+The prompts run through the same weights (`prefill`): their tokens one after another in one
+matrix for every product, so no product computes padding (padding exists only inside attention,
+where each prompt's keys sit in a row of their own), and the weights are packed once per call.
 Norms and the activation are the model's own modules. bench/generation.py times the sampler
 with and without these steps; tests check the logits against the model's forward.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from stasc.packed_weights import FrozenLinear, effective_weight, is_one_matrix
 from stasc.prefix_attention import SharedPrefix, shared_prefix_attention, transformers_model
@@ -88,27 +92,133 @@ class LlamaWeights:
             for layer in inner.layers
         ]
 
+    def rotary_table(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, signed sin), (length, head_dim) each, for positions 0..length-1, from the model's rotary module.
+
+        x * cos + rotate_half(x) * sin, with rotate_half(x) = cat(-x2, x1) = roll(x) with the first half negated.
+        """
+        positions = torch.arange(length, device=self.embed.weight.device)
+        cos, sin = self.rotary(self.embed.weight[:1], positions.unsqueeze(0))
+        half = self.head_dim // 2
+        return cos[0], torch.cat([-sin[0, :, :half], sin[0, :, half:]], dim=-1)
+
+    def project(
+        self, layer: _LayerWeights, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rotated queries (tokens, heads, dim), rotated keys and values (tokens, kv_heads, dim) of `hidden`."""
+        tokens, heads, kv_heads, head_dim = hidden.shape[0], self.query_heads, self.kv_heads, self.head_dim
+        rotated = (heads + kv_heads) * head_dim
+        qkv = layer.qkv(layer.input_norm(hidden))
+        query_key = qkv[:, :rotated].view(tokens, heads + kv_heads, head_dim)
+        query_key = query_key * cos + query_key.roll(head_dim // 2, dims=-1) * sin
+        return query_key[:, :heads], query_key[:, heads:], qkv[:, rotated:].view(tokens, kv_heads, head_dim)
+
+    def finish_layer(self, layer: _LayerWeights, hidden: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """The layer's output: attention output projected and added, then the MLP added."""
+        hidden = hidden + layer.output(attended)
+        gate, up = layer.gate_up(layer.post_attention_norm(hidden)).chunk(2, dim=-1)
+        return hidden + layer.down(layer.activation(gate) * up)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.output(self.final_norm(hidden))
+
+
+@dataclass
+class PrefilledRows:
+    """Each prompt's keys and values, left-padded to one width, and its next-token logits."""
+
+    keys: list[torch.Tensor]  # per layer, (rows, kv_heads, width, head_dim)
+    values: list[torch.Tensor]
+    attention: torch.Tensor  # (rows, width): 1 where a row has a token
+    logits: torch.Tensor  # (rows, vocab)
+
+    def repeated(self, times: int) -> PrefilledRows:
+        """Every row `times` times in a row (one per sample of its prompt)."""
+        if times == 1:
+            return self
+        def repeat(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.repeat_interleave(times, dim=0)
+        return PrefilledRows([repeat(keys) for keys in self.keys], [repeat(values) for values in self.values],
+                             repeat(self.attention), repeat(self.logits))
+
+
+PREFILL_TOKENS = 4096  # padded prompt tokens per prefill group: bounds the attention scores' memory
+
+
+def prefill(
+    weights: LlamaWeights, prompts: Sequence[Sequence[int]], start: int, shared_prefix: SharedPrefix | None
+) -> PrefilledRows:
+    """Run each prompt (its tokens from position `start`, after `shared_prefix`) through the model."""
+    width = max(len(prompt) for prompt in prompts)
+    per_group = max(1, PREFILL_TOKENS // width)
+    groups = [_prefill_group(weights, prompts[first : first + per_group], start, shared_prefix, width)
+              for first in range(0, len(prompts), per_group)]
+    if len(groups) == 1:
+        return groups[0]
+    return PrefilledRows(
+        [torch.cat([group.keys[index] for group in groups]) for index in range(len(weights.layers))],
+        [torch.cat([group.values[index] for group in groups]) for index in range(len(weights.layers))],
+        torch.cat([group.attention for group in groups]), torch.cat([group.logits for group in groups]),
+    )
+
+
+def _prefill_group(
+    weights: LlamaWeights, prompts: Sequence[Sequence[int]], start: int, shared_prefix: SharedPrefix | None,
+    width: int,
+) -> PrefilledRows:
+    """One group of prompts: every product over the group's tokens end to end; attention with each prompt in a row
+    of its own, its tokens at the row's right end."""
+    device = weights.embed.weight.device
+    lengths = torch.tensor([len(prompt) for prompt in prompts], device=device)
+    rows = len(prompts)
+    row_of = torch.repeat_interleave(torch.arange(rows, device=device), lengths)
+    offset = torch.arange(row_of.shape[0], device=device) - (lengths.cumsum(0) - lengths)[row_of]
+    column_of = width - lengths[row_of] + offset
+    cos_table, sin_table = weights.rotary_table(start + width)
+    cos, sin = cos_table[start + offset].unsqueeze(1), sin_table[start + offset].unsqueeze(1)
+    columns = torch.arange(width, device=device)
+    attention = (columns >= width - lengths[:, None]).long()
+    causal = (columns[None, :, None] >= columns[None, None, :]) & attention.bool()[:, None, :]  # (rows, query, key)
+    hidden = weights.embed(torch.tensor([token for prompt in prompts for token in prompt], device=device))
+    keys, values = [], []
+    for layer in weights.layers:
+        queries, layer_keys, layer_values = weights.project(layer, hidden, cos, sin)
+
+        def padded(flat: torch.Tensor) -> torch.Tensor:  # (tokens, heads, dim) -> (rows, heads, width, dim)
+            grid = flat.new_zeros((rows, width, *flat.shape[1:]))
+            grid[row_of, column_of] = flat
+            return grid.transpose(1, 2).contiguous()
+
+        keys.append(padded(layer_keys))
+        values.append(padded(layer_values))
+        attended, _ = shared_prefix_attention(
+            layer.attention, padded(queries), keys[-1], values[-1], causal[:, None],
+            scaling=layer.attention.scaling, shared_prefix=shared_prefix,
+        )
+        hidden = weights.finish_layer(layer, hidden, attended[row_of, column_of].flatten(1))
+    return PrefilledRows(keys, values, attention, weights.logits(hidden[lengths.cumsum(0) - 1]))
+
+
+def prefill_shared_prefix(weights: LlamaWeights, tokens: Sequence[int]) -> SharedPrefix:
+    """Keys and values of the tokens every prompt starts with, computed once."""
+    prefilled = prefill(weights, [tokens], 0, None)
+    return SharedPrefix([keys[0] for keys in prefilled.keys], [values[0] for values in prefilled.values])
+
 
 class LlamaSteps:
-    """Decode steps for the rows of a prefilled cache; rows can be moved and dropped between steps."""
+    """Decode steps for prefilled rows; rows can be moved and dropped between steps."""
 
     def __init__(
-        self, weights: LlamaWeights, cache: DynamicCache, attention: torch.Tensor, next_position: torch.Tensor,
-        shared_prefix: SharedPrefix | None, max_new_tokens: int,
+        self, weights: LlamaWeights, rows: PrefilledRows, start: int, shared_prefix: SharedPrefix | None,
+        max_new_tokens: int,
     ) -> None:
         self.weights = weights
-        positions = torch.arange(int(next_position.max()) + max_new_tokens, device=attention.device)
-        cos, sin = weights.rotary(weights.embed.weight[:1], positions.unsqueeze(0))
-        half = weights.head_dim // 2
-        self.cos = cos[0]
-        # x * cos + rotate_half(x) * sin, with rotate_half(x) = cat(-x2, x1) = roll(x) with the first half negated
-        self.signed_sin = torch.cat([-sin[0, :, :half], sin[0, :, half:]], dim=-1)
-        self.keys = [layer.keys for layer in cache.layers]
-        self.values = [layer.values for layer in cache.layers]
+        self.keys, self.values = list(rows.keys), list(rows.values)
+        self.next_position = start + rows.attention.sum(-1)
+        self.cos, self.signed_sin = weights.rotary_table(int(self.next_position.max()) + max_new_tokens)
         lowest = torch.finfo(torch.float32).min
-        self.mask = torch.zeros(attention.shape, dtype=torch.float32, device=attention.device).masked_fill(
-            attention == 0, lowest)[:, None, None, :]
-        self.next_position = next_position
+        self.mask = torch.zeros(rows.attention.shape, dtype=torch.float32, device=rows.attention.device).masked_fill(
+            rows.attention == 0, lowest)[:, None, None, :]
         self.shared_prefix = shared_prefix
 
     def move_rows(self, holes: torch.Tensor, movers: torch.Tensor, remaining: int) -> None:
@@ -124,26 +234,18 @@ class LlamaSteps:
         """Next-token logits (rows, vocab) after appending one token to each row."""
         weights = self.weights
         rows = tokens.shape[0]
-        heads, kv_heads, head_dim = weights.query_heads, weights.kv_heads, weights.head_dim
-        rotated = (heads + kv_heads) * head_dim
         self.mask = torch.cat([self.mask, self.mask.new_zeros((rows, 1, 1, 1))], dim=-1)
         cos = self.cos[self.next_position].unsqueeze(1)
         sin = self.signed_sin[self.next_position].unsqueeze(1)
         hidden = weights.embed(tokens)
         for index, layer in enumerate(weights.layers):
-            qkv = layer.qkv(layer.input_norm(hidden))
-            query_key = qkv[:, :rotated].view(rows, heads + kv_heads, head_dim)
-            query_key = query_key * cos + query_key.roll(head_dim // 2, dims=-1) * sin
-            self.keys[index] = torch.cat([self.keys[index], query_key[:, heads:].unsqueeze(2)], dim=2)
-            self.values[index] = torch.cat(
-                [self.values[index], qkv[:, rotated:].view(rows, kv_heads, 1, head_dim)], dim=2)
+            queries, keys, values = weights.project(layer, hidden, cos, sin)
+            self.keys[index] = torch.cat([self.keys[index], keys.unsqueeze(2)], dim=2)
+            self.values[index] = torch.cat([self.values[index], values.unsqueeze(2)], dim=2)
             attended, _ = shared_prefix_attention(
-                layer.attention, query_key[:, :heads].unsqueeze(2), self.keys[index], self.values[index], self.mask,
+                layer.attention, queries.unsqueeze(2), self.keys[index], self.values[index], self.mask,
                 scaling=layer.attention.scaling, shared_prefix=self.shared_prefix,
             )
-            hidden = hidden + layer.output(attended.reshape(rows, heads * head_dim))
-            gate_up = layer.gate_up(layer.post_attention_norm(hidden))
-            gate, up = gate_up.chunk(2, dim=-1)
-            hidden = hidden + layer.down(layer.activation(gate) * up)
+            hidden = weights.finish_layer(layer, hidden, attended.reshape(rows, -1))
         self.next_position = self.next_position + 1
-        return weights.output(weights.final_norm(hidden))
+        return weights.logits(hidden)

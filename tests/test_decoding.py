@@ -88,8 +88,19 @@ def reference_generate(model, tokenizer, prompts, num_samples, max_new_tokens):
 def test_greedy_matches_generate_token_for_token(free_model, step_path) -> None:
     model, tokenizer = free_model
     prompts = prompts_of(tokenizer, QUESTIONS)
+    assert shared_prompt_prefix(prompts) >= MIN_SHARED_PREFIX
+    ours = decode(model, prompts, 2, DecodeSettings(24, 0.0, 1.0), pad_token_id=2, stop_ids=[2], seed=0)
+    assert model.config._attn_implementation == "sdpa", "the model's own attention is back"
+    assert ours == reference_generate(model, tokenizer, prompts, 2, 24)
+
+
+def test_the_model_forward_prefills_the_shared_prefix_once_then_prompts_in_length_groups(
+    free_model, monkeypatch
+) -> None:
+    model, tokenizer = free_model
+    monkeypatch.setattr(stasc.decoding, "supports_llama_steps", lambda model: False)
+    prompts = prompts_of(tokenizer, QUESTIONS)
     shared = shared_prompt_prefix(prompts)
-    assert shared >= MIN_SHARED_PREFIX
     calls: list[tuple[int, ...]] = []
     cached: list[int] = []
     hooks = [
@@ -99,7 +110,7 @@ def test_greedy_matches_generate_token_for_token(free_model, step_path) -> None:
             lambda module, args, kwargs: cached.append(kwargs["past_key_values"].get_seq_length()), with_kwargs=True),
     ]
     try:
-        ours = decode(model, prompts, 2, DecodeSettings(24, 0.0, 1.0), pad_token_id=2, stop_ids=[2], seed=0)
+        decode(model, prompts, 2, DecodeSettings(8, 0.0, 1.0), pad_token_id=2, stop_ids=[2], seed=0)
     finally:
         for hook in hooks:
             hook.remove()
@@ -108,8 +119,35 @@ def test_greedy_matches_generate_token_for_token(free_model, step_path) -> None:
     assert len(prefills) > 1, "prompts of different lengths are prefilled in groups"
     assert sum(rows for rows, _ in prefills) == len(prompts), "then every prompt's own tokens, once per prompt"
     assert cached[1] == 0, "the rows' cache does not hold copies of the shared prefix"
-    assert model.config._attn_implementation == "sdpa", "the model's own attention is back"
-    assert ours == reference_generate(model, tokenizer, prompts, 2, 24)
+
+
+def test_llama_steps_prefill_the_shared_prefix_once_then_each_prompt_s_own_tokens(free_model, monkeypatch) -> None:
+    model, tokenizer = free_model
+    prompts = prompts_of(tokenizer, QUESTIONS)
+    shared = shared_prompt_prefix(prompts)
+    prefixes: list[list[int]] = []
+    prefilled: list[list[list[int]]] = []
+    real_prefix, real_prefill = stasc.decoding.prefill_shared_prefix, stasc.decoding.prefill
+
+    def prefix_spy(weights, tokens):
+        prefixes.append(list(tokens))
+        return real_prefix(weights, tokens)
+
+    def prefill_spy(weights, rows, start, prefix):
+        prefilled.append([list(row) for row in rows])
+        return real_prefill(weights, rows, start, prefix)
+
+    monkeypatch.setattr(stasc.decoding, "prefill_shared_prefix", prefix_spy)
+    monkeypatch.setattr(stasc.decoding, "prefill", prefill_spy)
+    forwards: list[int] = []
+    hook = model.register_forward_pre_hook(lambda module, args: forwards.append(1))
+    try:
+        decode(model, prompts, 2, DecodeSettings(8, 0.0, 1.0), pad_token_id=2, stop_ids=[2], seed=0)
+    finally:
+        hook.remove()
+    assert prefixes == [prompts[0][:shared]], "the system prompt once for all rows"
+    assert prefilled == [[prompt[shared:] for prompt in prompts]], "then each prompt's own tokens, once per prompt"
+    assert not forwards, "the model's own forward never runs"
 
 
 def test_models_with_a_sliding_window_keep_their_own_attention(smollm_tokenizer_dir: Path) -> None:
@@ -223,12 +261,13 @@ def test_bundled_model_greedy_matches_generate(smollm_tokenizer_dir: Path) -> No
     assert ours == reference_generate(model, tokenizer, prompts, 1, 32)
 
 
-def test_prompt_logits_reach_a_frozen_output_layer_as_one_matrix(free_model) -> None:
+def test_prompt_logits_reach_a_frozen_output_layer_as_one_matrix(free_model, monkeypatch) -> None:
     """Under PEFT the tied output layer is frozen; a strided input there made torch copy its
     weights once per prompt (7 GB for 128 prompts of the bundled model)."""
     from peft import LoraConfig, get_peft_model
 
     model, tokenizer = free_model
+    monkeypatch.setattr(stasc.decoding, "supports_llama_steps", lambda model: False)  # prompts through the forward
     peft_model = get_peft_model(model, LoraConfig(r=2, target_modules="all-linear"))
     seen: list[bool] = []
     output_layer = peft_model.get_output_embeddings()

@@ -8,6 +8,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 import stasc.decoding
+import stasc.llama_steps
 from stasc.decoding import DecodeSettings, decode
 from stasc.llama_steps import supports_llama_steps
 
@@ -73,6 +74,15 @@ def assert_same_steps(model, monkeypatch, atol: float) -> None:
 
 def test_steps_give_the_logits_of_the_models_own_forward(monkeypatch) -> None:
     assert_same_steps(tiny_llama(), monkeypatch, atol=1e-5)
+
+
+def test_prompts_prefilled_in_several_groups_give_the_same_logits(monkeypatch) -> None:
+    monkeypatch.setattr(stasc.llama_steps, "PREFILL_TOKENS", 12)  # the prompts' own tokens are 1-10 wide here
+    groups: list[int] = []
+    real = stasc.llama_steps._prefill_group
+    monkeypatch.setattr(stasc.llama_steps, "_prefill_group", lambda *args: groups.append(1) or real(*args))
+    assert_same_steps(tiny_llama(), monkeypatch, atol=1e-5)
+    assert len(groups) == 1 + len(PROMPTS), "the shared prefix, then each prompt in a group of its own"
 
 
 def test_a_lora_adapter_gives_the_logits_of_peft_s_forward(monkeypatch) -> None:

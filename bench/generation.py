@@ -1,7 +1,8 @@
 """Generation throughput of stasc's sampler against plain `model.generate`, in one process.
 
     python bench/generation.py --quick      # < 1 minute; prints speedup_vs_generate=X.XX last
-    python bench/generation.py              # more prompts, also the per-question loop baseline
+    python bench/generation.py              # more prompts, also the per-question loop baseline; the
+                                            # ratios' measurements 3 times each, in turn, fastest kept
 
 Same bundled model, dtype, prompts (built-in training questions), sampling settings and
 batch of sequences for both; generated tokens are counted up to and including end-of-turn.
@@ -164,10 +165,14 @@ def main() -> None:
     parser.add_argument("--our-batch", type=int, default=None,
                         help="sequences per batch of stasc's sampler (default: the loop's --generation-batch-size)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of generate, stasc and the per-question loop, taken in turn; each keeps its fastest "
+                             "(this machine's speed drifts by 10-25%% from minute to minute; --quick: 1)")
     parser.add_argument("--no-write", action="store_true", help="do not append to bench/results.md")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     questions = 16 if args.quick else args.questions
+    repeats = 1 if args.quick else max(1, args.repeats)
 
     path = resolve_model_path("bundled")
     tokenizer = load_tokenizer(path)
@@ -193,8 +198,18 @@ def main() -> None:
             name: greedy_matches(greedy_model, tokenizer, prompts[:8], per_prompt_too=not args.quick)
             for name, greedy_model in (("float32", load_model(path, dtype=torch.float32)), (str(dtype), model))
         }
-        base_rows, base_seconds = timed(plain_generate, model, tokenizer, prompts, args.samples, settings, batch_prompts, 0)
-        our_rows, our_seconds = timed(ours, model, tokenizer, prompts, args.samples, settings, our_prompts, 0)
+        measured = {  # the ratios' three measurements, taken in turn `repeats` times; each keeps its fastest run
+            "generate": lambda: plain_generate(model, tokenizer, prompts, args.samples, settings, batch_prompts, 0),
+            "stasc": lambda: ours(model, tokenizer, prompts, args.samples, settings, our_prompts, 0),
+        }
+        if not args.quick:
+            measured["loop"] = lambda: plain_generate(model, tokenizer, prompts[:16], args.samples, settings, 1, 0)
+        runs = {name: [] for name in measured}
+        for _ in range(repeats):
+            for name, measure in measured.items():
+                rows, seconds = timed(measure)
+                runs[name].append((count_tokens(rows, stops) / seconds, rows, seconds))
+        (base_rate, _, _), (our_rate, our_rows, our_seconds) = max(runs["generate"]), max(runs["stasc"])
         ablation_rates = {}
         if not args.quick:
             for name, (module, attribute, replacement) in ABLATIONS.items():
@@ -202,12 +217,10 @@ def main() -> None:
                     ablated_rows, ablated_seconds = timed(ours, model, tokenizer, prompts, args.samples, settings,
                                                           our_prompts, 0)
                 ablation_rates[name] = count_tokens(ablated_rows, stops) / ablated_seconds
-        loop_rate = None
+        loop_rate = max(runs["loop"])[0] if "loop" in runs else None
         adapter_rates = {}
         overhead_ms = None
         if not args.quick:
-            loop_rows, loop_seconds = timed(plain_generate, model, tokenizer, prompts[:16], args.samples, settings, 1, 0)
-            loop_rate = count_tokens(loop_rows, stops) / loop_seconds
             adapted = with_adapter(model)  # last: PEFT puts its layers into the model
             for name, unmerged in (("merged into the packed weights", False), ("as separate products", True)):
                 with contextlib.ExitStack() as context:
@@ -220,8 +233,6 @@ def main() -> None:
                                                           our_prompts, 0)
                 adapter_rates[name] = count_tokens(adapted_rows, stops) / adapted_seconds
             overhead_ms = step_overhead_ms(model, dtype)
-    base_rate = count_tokens(base_rows, stops) / base_seconds
-    our_rate = count_tokens(our_rows, stops) / our_seconds
     peak = matmul_gflops(dtype)
     share = our_rate * 2 * parameters / 1e9 / peak
     rows = [
@@ -229,7 +240,10 @@ def main() -> None:
         f"{our_batch} for stasc, {dtype}, "
         f"T 0.6, top-p 0.9, max {args.max_new_tokens} new tokens",
         f"- plain generate: {base_rate:.0f} tok/s; stasc sampler: {our_rate:.0f} tok/s; "
-        f"**speedup {our_rate / base_rate:.2f}x**",
+        f"**speedup {our_rate / base_rate:.2f}x**"
+        + (f" (fastest of {repeats} runs each, taken in turn: generate "
+           + " / ".join(f"{rate:.0f}" for rate, _, _ in runs["generate"]) + ", stasc "
+           + " / ".join(f"{rate:.0f}" for rate, _, _ in runs["stasc"]) + ")" if repeats > 1 else ""),
         "- greedy output identical to generate's with all 8 prompts in one batch, prompts of 8: stasc sampler "
         + ", ".join(f"{name} {ours_count}" for name, (ours_count, _) in greedy_agreement.items())
         + ("" if args.quick else "; generate itself, one prompt per call: "
@@ -255,8 +269,10 @@ def main() -> None:
                     f"arithmetic): {overhead_ms:.1f} ms; x the {steps} steps the sampler's batches took (each as "
                     f"many as its longest answer) = {overhead_ms * steps / 1000:.1f} s of its {our_seconds:.1f} s")
     if loop_rate is not None:
-        rows.append(f"- per-question generate loop (STaR/STaSC scripts): {loop_rate:.0f} tok/s; "
-                    f"stasc sampler is {our_rate / loop_rate:.1f}x faster")
+        rows.append(f"- per-question generate loop (STaR/STaSC scripts), 16 of the questions: {loop_rate:.0f} tok/s"
+                    + (" (fastest of " + " / ".join(f"{rate:.0f}" for rate, _, _ in runs["loop"]) + ")"
+                       if repeats > 1 else "")
+                    + f"; stasc sampler is {our_rate / loop_rate:.1f}x faster")
     if not args.no_write:
         append_result("Generation" + (" (quick)" if args.quick else ""), rows)
     print("\n".join(rows))

@@ -6,7 +6,8 @@ What it saves, measured in bench/generation.py:
   with (system prompt, instructions) are prefilled once for the whole batch and kept once,
   not copied into every row (stasc.prefix_attention; models with attention it does not
   reproduce, e.g. sliding windows, prefill whole prompts per row instead);
-- prompts are prefilled in groups of similar length, not all padded to the longest;
+- prompts are prefilled in groups of similar length, not all padded to the longest (for Llama
+  models, stasc.llama_steps runs all prompts' tokens end to end through every product instead);
 - rows that produced end-of-turn leave the batch, so later steps run on fewer rows
   (generate keeps computing padding for them until the longest row ends); unfinished rows
   from the end move into their places, so the cache is not copied whole to drop them
@@ -16,9 +17,9 @@ What it saves, measured in bench/generation.py:
   7 GB for 128 prompts of the bundled model);
 - bfloat16 linear layers multiply with weights packed once for oneDNN (stasc.packed_weights),
   instead of plain-layout weights at every step;
-- for Llama models the decode steps skip transformers' forward: fused q/k/v and gate/up
-  products and a rotary table computed once (stasc.llama_steps); other models step through
-  their own forward;
+- for Llama models the prompts and the decode steps skip transformers' forward: fused q/k/v and
+  gate/up products, weights packed once per call, and a rotary table computed once
+  (stasc.llama_steps); other models run through their own forward;
 - top-p is computed over a top-k shortlist when the shortlist already holds the
   nucleus (exact; rows where it does not fall back to a full sort), instead of sorting
   the whole vocabulary for every row at every step, in float32 buffers reused across steps.

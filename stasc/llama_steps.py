@@ -65,11 +65,8 @@ def _fused(*modules: torch.nn.Module) -> FrozenLinear:
 
 
 class LlamaWeights:
-    """A Llama model's weights as the decode steps use them: fused, merged with a plain LoRA adapter, packed.
-
-    Built after the prefill: while the prompts run through the model's own forward,
-    stasc.packed_weights has replaced its layers' forward (and packed their weights separately).
-    """
+    """A Llama model's weights as prompts and decode steps use them: fused, merged with a plain LoRA adapter,
+    packed; and the layer arithmetic both share."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         base = transformers_model(model)

@@ -117,6 +117,7 @@ class LlamaWeights:
         return hidden + layer.down(layer.activation(gate) * up)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Next-token logits of the last layer's hidden states."""
         return self.output(self.final_norm(hidden))
 
 
@@ -133,6 +134,7 @@ class PrefilledRows:
         """Every row `times` times in a row (one per sample of its prompt)."""
         if times == 1:
             return self
+
         def repeat(tensor: torch.Tensor) -> torch.Tensor:
             return tensor.repeat_interleave(times, dim=0)
         return PrefilledRows([repeat(keys) for keys in self.keys], [repeat(values) for values in self.values],

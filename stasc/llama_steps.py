@@ -150,7 +150,8 @@ def prefill(
     """Run each prompt (its tokens from position `start`, after `shared_prefix`) through the model."""
     width = max(len(prompt) for prompt in prompts)
     per_group = max(1, PREFILL_TOKENS // width)
-    groups = [_prefill_group(weights, prompts[first : first + per_group], start, shared_prefix, width)
+    rotary = weights.rotary_table(start + width)
+    groups = [_prefill_group(weights, prompts[first : first + per_group], start, shared_prefix, width, rotary)
               for first in range(0, len(prompts), per_group)]
     if len(groups) == 1:
         return groups[0]
@@ -163,7 +164,7 @@ def prefill(
 
 def _prefill_group(
     weights: LlamaWeights, prompts: Sequence[Sequence[int]], start: int, shared_prefix: SharedPrefix | None,
-    width: int,
+    width: int, rotary: tuple[torch.Tensor, torch.Tensor],
 ) -> PrefilledRows:
     """One group of prompts: every product over the group's tokens end to end; attention with each prompt in a row
     of its own, its tokens at the row's right end."""
@@ -173,21 +174,21 @@ def _prefill_group(
     row_of = torch.repeat_interleave(torch.arange(rows, device=device), lengths)
     offset = torch.arange(row_of.shape[0], device=device) - (lengths.cumsum(0) - lengths)[row_of]
     column_of = width - lengths[row_of] + offset
-    cos_table, sin_table = weights.rotary_table(start + width)
+    cos_table, sin_table = rotary
     cos, sin = cos_table[start + offset].unsqueeze(1), sin_table[start + offset].unsqueeze(1)
     columns = torch.arange(width, device=device)
     attention = (columns >= width - lengths[:, None]).long()
     causal = (columns[None, :, None] >= columns[None, None, :]) & attention.bool()[:, None, :]  # (rows, query, key)
     hidden = weights.embed(torch.tensor([token for prompt in prompts for token in prompt], device=device))
+
+    def padded(flat: torch.Tensor) -> torch.Tensor:  # (tokens, heads, dim) -> (rows, heads, width, dim)
+        grid = flat.new_zeros((rows, width, *flat.shape[1:]))
+        grid[row_of, column_of] = flat
+        return grid.transpose(1, 2).contiguous()
+
     keys, values = [], []
     for layer in weights.layers:
         queries, layer_keys, layer_values = weights.project(layer, hidden, cos, sin)
-
-        def padded(flat: torch.Tensor) -> torch.Tensor:  # (tokens, heads, dim) -> (rows, heads, width, dim)
-            grid = flat.new_zeros((rows, width, *flat.shape[1:]))
-            grid[row_of, column_of] = flat
-            return grid.transpose(1, 2).contiguous()
-
         keys.append(padded(layer_keys))
         values.append(padded(layer_values))
         attended, _ = shared_prefix_attention(

@@ -139,6 +139,9 @@ def test_llama_steps_prefill_the_shared_prefix_once_then_each_prompt_s_own_token
 
     monkeypatch.setattr(stasc.decoding, "prefill_shared_prefix", prefix_spy)
     monkeypatch.setattr(stasc.decoding, "prefill", prefill_spy)
+    packings: list[int] = []
+    real_packing = stasc.decoding.packed_linear_weights
+    monkeypatch.setattr(stasc.decoding, "packed_linear_weights", lambda model: packings.append(1) or real_packing(model))
     forwards: list[int] = []
     hook = model.register_forward_pre_hook(lambda module, args: forwards.append(1))
     try:
@@ -148,6 +151,7 @@ def test_llama_steps_prefill_the_shared_prefix_once_then_each_prompt_s_own_token
     assert prefixes == [prompts[0][:shared]], "the system prompt once for all rows"
     assert prefilled == [[prompt[shared:] for prompt in prompts]], "then each prompt's own tokens, once per prompt"
     assert not forwards, "the model's own forward never runs"
+    assert not packings, "nor are its layers packed for it: only the fused weights are, once"
 
 
 def test_models_with_a_sliding_window_keep_their_own_attention(smollm_tokenizer_dir: Path) -> None:

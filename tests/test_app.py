@@ -588,9 +588,10 @@ def test_a_real_browser_asks_a_question_and_sees_both_answers(served: tuple[str,
                 "document.querySelector('#summary').innerText.includes('→')", timeout=120_000
             )
             page.screenshot(path=str(artifacts_dir() / "app-compare.png"), full_page=True)
-            settings = {name: page.input_value(f"{name} input[type=range]") for name in SLIDERS}
-            assert page.input_value("#initial-answer textarea") == expected.initial, settings
-            assert page.input_value("#correction textarea") == expected.correction, settings
+            settings = [float(page.input_value(f"{name} input[type=range]")) for name in SLIDERS]
+            assert settings == [0, 8], f"the sliders changed while the app answered: {settings}"
+            assert page.input_value("#initial-answer textarea") == expected.initial
+            assert page.input_value("#correction textarea") == expected.correction
             assert "Final" in page.inner_text("#initial-final") or "last line" in page.inner_text("#initial-final")
             assert "correct" in page.inner_text("#correction-final")
         finally:

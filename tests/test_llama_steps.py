@@ -37,7 +37,8 @@ def step_logits(
     """Greedy tokens, and the logits of every step (rows in the order decode holds them); `moves` collects how
     many rows moved into the places of finished ones at each drop."""
     seen: list[torch.Tensor] = []
-    real, real_moves = stasc.decoding.sample_next, stasc.decoding.compaction_moves
+    built: list[int] = []
+    real, real_moves, real_steps = stasc.decoding.sample_next, stasc.decoding.compaction_moves, stasc.decoding.LlamaSteps
 
     def recording(logits, *args, **kwargs):
         seen.append(logits.float().clone())
@@ -51,9 +52,11 @@ def step_logits(
     with monkeypatch.context() as patch:
         patch.setattr(stasc.decoding, "sample_next", recording)
         patch.setattr(stasc.decoding, "compaction_moves", counted_moves)
+        patch.setattr(stasc.decoding, "LlamaSteps", lambda *args: built.append(1) or real_steps(*args))
         if not llama_steps:
             patch.setattr(stasc.decoding, "supports_llama_steps", lambda model: False)
         tokens = decode(model, PROMPTS, 2, DecodeSettings(12, 0.0, 1.0), pad_token_id=2, stop_ids=stop_ids, seed=0)
+    assert bool(built) == llama_steps, "decode took the path the comparison asks for"
     return tokens, seen
 
 

@@ -11,7 +11,9 @@ attention mask; here one step is the same arithmetic with less around it:
   stasc.prefix_attention's (the shared prompt prefix kept once).
 The prompts run through the same weights (`prefill`): their tokens one after another in one
 matrix for every product, so no product computes padding (padding exists only inside attention,
-where each prompt's keys sit in a row of their own), and the weights are packed once per call.
+where each prompt's keys sit in a row of their own, as wide as the longest prompt of its group of
+prompts, not of the call: long prompts of many lengths, as in the correction step, pad less), and
+the weights are packed once per call.
 Norms and the activation are the model's own modules. bench/generation.py times the sampler
 with and without these steps; tests check the logits against the model's forward.
 """
@@ -151,24 +153,32 @@ def prefill(
     width = max(len(prompt) for prompt in prompts)
     per_group = max(1, PREFILL_TOKENS // width)
     rotary = weights.rotary_table(start + width)
-    groups = [_prefill_group(weights, prompts[first : first + per_group], start, shared_prefix, width, rotary)
+    groups = [_prefill_group(weights, prompts[first : first + per_group], start, shared_prefix, rotary)
               for first in range(0, len(prompts), per_group)]
     if len(groups) == 1:
         return groups[0]
+
+    def merged(tensors: list[torch.Tensor], dim: int) -> torch.Tensor:  # each group padded on the left to `width`
+        return torch.cat([
+            torch.nn.functional.pad(tensor, (0, 0) * (tensor.dim() - 1 - dim) + (width - tensor.shape[dim], 0))
+            for tensor in tensors
+        ])
+
     return PrefilledRows(
-        [torch.cat([group.keys[index] for group in groups]) for index in range(len(weights.layers))],
-        [torch.cat([group.values[index] for group in groups]) for index in range(len(weights.layers))],
-        torch.cat([group.attention for group in groups]), torch.cat([group.logits for group in groups]),
+        [merged([group.keys[index] for group in groups], 2) for index in range(len(weights.layers))],
+        [merged([group.values[index] for group in groups], 2) for index in range(len(weights.layers))],
+        merged([group.attention for group in groups], 1), torch.cat([group.logits for group in groups]),
     )
 
 
 def _prefill_group(
     weights: LlamaWeights, prompts: Sequence[Sequence[int]], start: int, shared_prefix: SharedPrefix | None,
-    width: int, rotary: tuple[torch.Tensor, torch.Tensor],
+    rotary: tuple[torch.Tensor, torch.Tensor],
 ) -> PrefilledRows:
     """One group of prompts: every product over the group's tokens end to end; attention with each prompt in a row
-    of its own, its tokens at the row's right end."""
+    of its own as wide as the group's longest, its tokens at the row's right end."""
     device = weights.embed.weight.device
+    width = max(len(prompt) for prompt in prompts)
     lengths = torch.tensor([len(prompt) for prompt in prompts], device=device)
     rows = len(prompts)
     row_of = torch.repeat_interleave(torch.arange(rows, device=device), lengths)

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import stasc.decoding  # noqa: E402
 import stasc.packed_weights  # noqa: E402
+import stasc.shared_rows  # noqa: E402
 from bench.common import append_result, matmul_gflops  # noqa: E402
 from stasc.config import DEFAULT_INSTRUCTIONS, StascConfig  # noqa: E402
 from stasc.data import load_qa_splits  # noqa: E402
@@ -52,10 +53,12 @@ ABLATIONS = {
          lambda logits, temperature, scratch=None: UNBUFFERED(logits, temperature)),
     "with a top-256 shortlist for top-p": (stasc.decoding, "SHORTLIST", 256),
     "with every unfinished row copied when rows finish (as selecting them does)":
-        (stasc.decoding, "compaction_moves",
+        (stasc.shared_rows, "compaction_moves",
          lambda finished: (list(range(finished.count(False))), [row for row, done in enumerate(finished) if not done])),
     "with the model's own forward for the prompts (packed layers, length groups) and every step (no Llama steps)":
         (stasc.decoding, "supports_llama_steps", lambda model: False),
+    "with a row of its own for every sample (samples that drew the same tokens computed apart)":
+        (stasc.decoding, "sample_groups", lambda prompts, samples: [[sequence] for sequence in range(prompts * samples)]),
 }
 
 

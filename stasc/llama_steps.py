@@ -132,15 +132,15 @@ class PrefilledRows:
     attention: torch.Tensor  # (rows, width): 1 where a row has a token
     logits: torch.Tensor  # (rows, vocab)
 
-    def repeated(self, times: int) -> PrefilledRows:
-        """Every row `times` times in a row (one per sample of its prompt)."""
-        if times == 1:
+    def selected(self, rows: torch.Tensor) -> PrefilledRows:
+        """Rows `rows` (e.g. one per sample of its prompt), or these rows themselves when that is all of them."""
+        if torch.equal(rows, torch.arange(len(self.logits), device=rows.device)):
             return self
 
-        def repeat(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor.repeat_interleave(times, dim=0)
-        return PrefilledRows([repeat(keys) for keys in self.keys], [repeat(values) for values in self.values],
-                             repeat(self.attention), repeat(self.logits))
+        def select(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor[rows]
+        return PrefilledRows([select(keys) for keys in self.keys], [select(values) for values in self.values],
+                             select(self.attention), select(self.logits))
 
 
 PREFILL_TOKENS = 4096  # padded prompt tokens per prefill group: bounds the attention scores' memory
@@ -216,7 +216,7 @@ def prefill_shared_prefix(weights: LlamaWeights, tokens: Sequence[int]) -> Share
 
 
 class LlamaSteps:
-    """Decode steps for prefilled rows; rows can be moved and dropped between steps."""
+    """Decode steps for prefilled rows; rows can be moved and dropped between steps, and copied by a step."""
 
     def __init__(
         self, weights: LlamaWeights, rows: PrefilledRows, start: int, shared_prefix: SharedPrefix | None,
@@ -240,18 +240,22 @@ class LlamaSteps:
         self.values = [move(values) for values in self.values]
         self.mask, self.next_position = move(self.mask), move(self.next_position)
 
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Next-token logits (rows, vocab) after appending one token to each row."""
+    def step(self, tokens: torch.Tensor, copies_of: torch.Tensor | None = None) -> torch.Tensor:
+        """Next-token logits (rows, vocab) after appending one token to each row; the rows after the current ones
+        start as copies of rows `copies_of`."""
         weights = self.weights
         rows = tokens.shape[0]
+        if copies_of is not None:
+            self.mask = torch.cat([self.mask, self.mask[copies_of]])
+            self.next_position = torch.cat([self.next_position, self.next_position[copies_of]])
         self.mask = torch.cat([self.mask, self.mask.new_zeros((rows, 1, 1, 1))], dim=-1)
         cos = self.cos[self.next_position].unsqueeze(1)
         sin = self.signed_sin[self.next_position].unsqueeze(1)
         hidden = weights.embed(tokens)
         for index, layer in enumerate(weights.layers):
             queries, keys, values = weights.project(layer, hidden, cos, sin)
-            self.keys[index] = torch.cat([self.keys[index], keys.unsqueeze(2)], dim=2)
-            self.values[index] = torch.cat([self.values[index], values.unsqueeze(2)], dim=2)
+            self.keys[index] = _appended(self.keys[index], keys, copies_of)
+            self.values[index] = _appended(self.values[index], values, copies_of)
             attended, _ = shared_prefix_attention(
                 layer.attention, queries.unsqueeze(2), self.keys[index], self.values[index], self.mask,
                 scaling=layer.attention.scaling, shared_prefix=self.shared_prefix,
@@ -259,3 +263,16 @@ class LlamaSteps:
             hidden = weights.finish_layer(layer, hidden, attended.reshape(rows, -1))
         self.next_position = self.next_position + 1
         return weights.logits(hidden)
+
+
+def _appended(cache: torch.Tensor, new: torch.Tensor, copies_of: torch.Tensor | None) -> torch.Tensor:
+    """`cache` (rows, heads, width, dim) with copies of rows `copies_of` after its rows, and `new` (all rows, heads,
+    dim) as one more column: one pass over the cache, as the concatenation alone."""
+    if copies_of is None:
+        return torch.cat([cache, new.unsqueeze(2)], dim=2)
+    rows, heads, width, dim = cache.shape
+    grown = cache.new_empty((rows + len(copies_of), heads, width + 1, dim))
+    grown[:rows, :, :width] = cache
+    grown[rows:, :, :width] = cache[copies_of]
+    grown[:, :, width] = new
+    return grown

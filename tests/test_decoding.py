@@ -219,6 +219,50 @@ def test_sampling_is_reproducible_and_varied(free_model, step_path) -> None:
     assert len(first) == 8 and len({tuple(row) for row in first}) > 1
 
 
+def peaked_model() -> LlamaForCausalLM:
+    """A tiny random Llama whose next-token distributions are peaked, so samples of a prompt often agree."""
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, eos_token_id=2, pad_token_id=2)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20)
+    return model
+
+
+def test_samples_share_a_row_until_they_differ_and_each_draws_from_its_own_prefix(monkeypatch, step_path) -> None:
+    model = peaked_model()
+    system = list(range(40, 70))
+    prompts = [system + list(range(5, 5 + length)) for length in (3, 9, 4, 12)]
+    draws: list[tuple[torch.Tensor, list[list[int]]]] = []  # each step's row logits, and the sequences of each row
+    real_sample, real_regrouped = stasc.decoding.sample_next, stasc.decoding.regrouped
+    pending: list[torch.Tensor] = []
+    monkeypatch.setattr(stasc.decoding, "sample_next",
+                        lambda logits, *args: pending.append(logits.clone()) or real_sample(logits, *args))
+
+    def regrouped(groups, tokens, stops):
+        draws.append((pending[-1], [list(group) for group in groups]))
+        return real_regrouped(groups, tokens, stops)
+
+    monkeypatch.setattr(stasc.decoding, "regrouped", regrouped)
+    sequences = decode(model, prompts, 4, DecodeSettings(10, 0.5, 0.9), pad_token_id=2, stop_ids=[2], seed=0)
+    assert len(draws[0][1]) == len(prompts), "the samples of a prompt start in one row"
+    assert any(len(groups) > len(draws[0][1]) for _, groups in draws), "rows split when their samples' tokens differ"
+    assert any(len(group) > 1 for _, groups in draws[1:] for group in groups), "and samples that agree still share"
+    checked = 0
+    with torch.inference_mode():
+        for index, tokens in enumerate(sequences):
+            prompt = prompts[index // 4]
+            own = model(input_ids=torch.tensor([prompt + tokens])).logits[0, len(prompt) - 1 :]
+            for step, (logits, groups) in enumerate(draws):
+                if step > len(tokens):
+                    break
+                row = next(row for row, group in enumerate(groups) if index in group)
+                torch.testing.assert_close(logits[row], own[step], atol=1e-4, rtol=0)
+                checked += 1
+    assert checked > 4 * len(prompts) * 3
+
+
 def test_top_p_keeps_exactly_the_nucleus() -> None:
     # probabilities 0.5, 0.3, 0.15, 0.05: top_p 0.75 keeps the first two (0.5 < 0.75, 0.8 >= 0.75)
     logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log().repeat(2000, 1)
@@ -236,6 +280,19 @@ def test_wide_nucleus_falls_back_to_a_full_sort() -> None:
     sorted_probs, sorted_ids = torch.full((1, 1000), 1 / 1000).sort(descending=True)
     picks = {int(_nucleus_sample(sorted_probs, sorted_ids, 0.9, torch.Generator().manual_seed(s))) for s in range(200)}
     assert max(picks) > SHORTLIST, "tokens beyond the shortlist can be drawn"
+
+
+def test_a_row_drawn_several_times_samples_as_that_many_copies_of_it_do() -> None:
+    logits = (torch.randn(4, 500, generator=torch.Generator().manual_seed(0)) * 4).to(torch.bfloat16)
+    logits[1] = 0.0  # a flat row: its nucleus is wider than the shortlist
+    repeats = torch.tensor([2, 3, 1, 2])
+    for settings in (DecodeSettings(1, 0.0, 1.0), DecodeSettings(1, 0.6, 0.9), DecodeSettings(1, 1.3, 1.0)):
+        drawn = sample_next(logits, settings, torch.Generator().manual_seed(5), repeats=repeats)
+        copies = sample_next(logits.repeat_interleave(repeats, dim=0), settings, torch.Generator().manual_seed(5))
+        assert torch.equal(drawn, copies), settings
+    flat = sample_next(logits[1:2], DecodeSettings(1, 1.0, 0.9), torch.Generator().manual_seed(1),
+                       repeats=torch.tensor([200]))
+    assert len(set(flat.tolist())) > 100, "a row's draws are independent, not one draw repeated"
 
 
 def test_reused_float32_buffers_sample_exactly_what_fresh_tensors_do() -> None:

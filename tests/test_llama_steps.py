@@ -9,6 +9,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCau
 
 import stasc.decoding
 import stasc.llama_steps
+import stasc.shared_rows
 from stasc.decoding import DecodeSettings, decode
 from stasc.llama_steps import supports_llama_steps
 
@@ -31,14 +32,18 @@ def with_lora(model: torch.nn.Module, **lora) -> torch.nn.Module:
     return adapted.eval()
 
 
+GREEDY = DecodeSettings(12, 0.0, 1.0)
+
+
 def step_logits(
     model, monkeypatch, llama_steps: bool, stop_ids: list[int], moves: list[int] | None = None,
+    settings: DecodeSettings = GREEDY,
 ) -> tuple[list[list[int]], list[torch.Tensor]]:
-    """Greedy tokens, and the logits of every step (rows in the order decode holds them); `moves` collects how
-    many rows moved into the places of finished ones at each drop."""
+    """Tokens (greedy unless `settings` say otherwise), and the logits of every step (rows in the order decode holds
+    them); `moves` collects how many rows moved into the places of finished ones at each drop."""
     seen: list[torch.Tensor] = []
     built: list[int] = []
-    real, real_moves, real_steps = stasc.decoding.sample_next, stasc.decoding.compaction_moves, stasc.decoding.LlamaSteps
+    real, real_moves, real_steps = stasc.decoding.sample_next, stasc.shared_rows.compaction_moves, stasc.decoding.LlamaSteps
 
     def recording(logits, *args, **kwargs):
         seen.append(logits.float().clone())
@@ -51,11 +56,11 @@ def step_logits(
 
     with monkeypatch.context() as patch:
         patch.setattr(stasc.decoding, "sample_next", recording)
-        patch.setattr(stasc.decoding, "compaction_moves", counted_moves)
+        patch.setattr(stasc.shared_rows, "compaction_moves", counted_moves)
         patch.setattr(stasc.decoding, "LlamaSteps", lambda *args: built.append(1) or real_steps(*args))
         if not llama_steps:
             patch.setattr(stasc.decoding, "supports_llama_steps", lambda model: False)
-        tokens = decode(model, PROMPTS, 2, DecodeSettings(12, 0.0, 1.0), pad_token_id=2, stop_ids=stop_ids, seed=0)
+        tokens = decode(model, PROMPTS, 2, settings, pad_token_id=2, stop_ids=stop_ids, seed=0)
     assert bool(built) == llama_steps, "decode took the path the comparison asks for"
     return tokens, seen
 
@@ -77,6 +82,20 @@ def assert_same_steps(model, monkeypatch, atol: float) -> None:
 
 def test_steps_give_the_logits_of_the_models_own_forward(monkeypatch) -> None:
     assert_same_steps(tiny_llama(), monkeypatch, atol=1e-5)
+
+
+def test_rows_that_split_between_samples_give_the_logits_of_the_models_own_forward(monkeypatch) -> None:
+    model = tiny_llama()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20)  # peaked: the two samples of a prompt often draw the same token, not always
+    sampled = DecodeSettings(12, 0.5, 0.9)
+    own_tokens, own = step_logits(model, monkeypatch, False, [2], settings=sampled)
+    tokens, ours = step_logits(model, monkeypatch, True, [2], settings=sampled)
+    assert tokens == own_tokens
+    rows = [logits.shape[0] for logits in ours]
+    assert rows[0] == len(PROMPTS) and max(rows) > len(PROMPTS), "rows split when their samples drew different tokens"
+    for step, (a, b) in enumerate(zip(ours, own, strict=True)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=lambda message, step=step: f"step {step}: {message}")
 
 
 def test_prompts_prefilled_in_several_groups_give_the_same_logits(monkeypatch) -> None:

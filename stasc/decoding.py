@@ -26,7 +26,8 @@ What it saves, measured in bench/generation.py:
   (stasc.llama_steps); other models run through their own forward;
 - top-p is computed over a top-k shortlist when the shortlist already holds the
   nucleus (exact; rows where it does not fall back to a full sort), instead of sorting
-  the whole vocabulary for every row at every step, in float32 buffers reused across steps.
+  the whole vocabulary for every row at every step, in float32 buffers reused across steps;
+  the shortlist is searched for in the blocks of the vocabulary with the largest maxima.
 Greedy decoding gives the same tokens as `generate` (tested).
 """
 
@@ -93,7 +94,7 @@ def sample_next(
     probs = token_probabilities(logits, settings.temperature, scratch)
     if settings.top_p >= 1.0:
         return torch.multinomial(_repeat_rows(probs, repeats), 1, generator=generator).squeeze(-1)
-    top_probs, top_ids = probs.topk(min(SHORTLIST, probs.shape[-1]), dim=-1)
+    top_probs, top_ids = shortlist(probs, min(SHORTLIST, probs.shape[-1]))
     covered = top_probs.sum(-1) >= settings.top_p
     if bool(covered.all()):
         return _nucleus_sample(top_probs, top_ids, settings.top_p, generator, repeats)
@@ -109,6 +110,24 @@ def sample_next(
         result[covered_draws] = _nucleus_sample(
             top_probs[narrow], top_ids[narrow], settings.top_p, generator, None if repeats is None else repeats[narrow])
     return result
+
+
+def shortlist(probs: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `size` largest probabilities of each row, largest first, and their token ids: what `topk` gives (ids of
+    equal probabilities may come in another order), in half its time for the bundled model's vocabulary.
+
+    The vocabulary is cut into blocks of `size` tokens and only the `size` blocks with the largest maxima are
+    searched: a block outside them has a maximum no larger than each of theirs, so each of those blocks holds a
+    token at least as probable as any of its tokens.
+    """
+    rows, vocab = probs.shape
+    if vocab % size or vocab < 8 * size * size:  # too few blocks to be worth two passes
+        return probs.topk(size, dim=-1)
+    blocks = probs.view(rows, vocab // size, size)
+    best_blocks = blocks.amax(-1).topk(size, dim=-1).indices
+    candidates = blocks.gather(1, best_blocks.unsqueeze(-1).expand(-1, -1, size)).view(rows, size * size)
+    top_probs, where = candidates.topk(size, dim=-1)
+    return top_probs, best_blocks.gather(1, where // size) * size + where % size
 
 
 def _repeat_rows(tensor: torch.Tensor, repeats: torch.Tensor | None) -> torch.Tensor:

@@ -26,6 +26,7 @@ from stasc.decoding import (
     length_buckets,
     sample_next,
     shared_prompt_prefix,
+    shortlist,
     stop_token_ids,
     token_probabilities,
 )
@@ -293,6 +294,21 @@ def test_a_row_drawn_several_times_samples_as_that_many_copies_of_it_do() -> Non
     flat = sample_next(logits[1:2], DecodeSettings(1, 1.0, 0.9), torch.Generator().manual_seed(1),
                        repeats=torch.tensor([200]))
     assert len(set(flat.tolist())) > 100, "a row's draws are independent, not one draw repeated"
+
+
+def test_the_shortlist_holds_the_most_probable_tokens_as_topk_does() -> None:
+    generator = torch.Generator().manual_seed(0)
+    logits = (torch.randn(64, 49152, generator=generator) * 3).to(torch.bfloat16)  # bfloat16: many equal values
+    logits[0, :40] = 30.0  # 40 equal best tokens, all in the first two blocks
+    logits[1, ::1024] = 25.0  # best tokens spread over many blocks
+    probs = (logits.float() / 0.6).softmax(-1)
+    top_probs, top_ids = shortlist(probs, SHORTLIST)
+    expected, _ = probs.topk(SHORTLIST)
+    assert torch.equal(top_probs, expected), "the same probabilities, largest first"
+    assert torch.equal(probs.gather(1, top_ids), top_probs), "each id is the token of its probability"
+    assert len(set(top_ids[0].tolist())) == SHORTLIST and set(top_ids[0].tolist()) < set(range(40))
+    small = probs[:, :96]  # too few blocks: plain topk
+    assert all(torch.equal(a, b) for a, b in zip(shortlist(small, SHORTLIST), small.topk(SHORTLIST), strict=True))
 
 
 def test_reused_float32_buffers_sample_exactly_what_fresh_tensors_do() -> None:

@@ -5,9 +5,9 @@ logits, so one row computes them for all; each sample still draws its own next t
 row's distribution. When a row's samples draw different tokens the row splits: the first token
 keeps the row, each other token gets a copy of it, appended after the rows. When all of a row's
 samples have stopped, the row leaves the batch (stasc.row_compaction). With four samples of the
-bundled model at temperature 0.6, top-p 0.9, the samples of a prompt start with 1.8 distinct
-first tokens on average, and the benchmark's 256 sequences take 15% fewer row-steps, most of them
-in the first steps, when the batch is widest (README, Performance).
+bundled model at temperature 0.6, top-p 0.9, the benchmark's 256 sequences take about 15% fewer
+row-steps than one row per sample (bench/generation.py counts them), most of them in the first
+steps, when the batch is widest.
 """
 
 from __future__ import annotations

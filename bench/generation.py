@@ -60,7 +60,8 @@ ABLATIONS = {
     "with the model's own forward for the prompts (packed layers, length groups) and every step (no Llama steps)":
         (stasc.decoding, "supports_llama_steps", lambda model: False),
     "with a row of its own for every sample (samples that drew the same tokens computed apart)":
-        (stasc.decoding, "sample_groups", lambda prompts, samples: [[sequence] for sequence in range(prompts * samples)]),
+        (stasc.decoding, "sample_groups",
+         lambda prompts, samples: [[sequence] for sequence in range(prompts * samples)]),
 }
 
 
@@ -279,8 +280,9 @@ def main() -> None:
                     + "; ".join(f"adapter {name} {rate:.0f} tok/s" for name, rate in adapter_rates.items()))
     if not args.quick:
         needed, computed = row_steps(our_rows, args.samples)
-        rows.append(f"- samples of a prompt sharing a row while their tokens agree: the {len(our_rows)} sequences needed "
-                    f"{needed} forward steps, computed as {computed} row-steps ({1 - computed / needed:.1%} fewer)")
+        rows.append(f"- samples of a prompt sharing a row while their tokens agree: the {len(our_rows)} sequences "
+                    f"needed {needed} forward steps, computed as {computed} row-steps "
+                    f"({1 - computed / needed:.1%} fewer)")
     if overhead_ms is not None:
         steps = sum(
             max(len(our_rows[index * args.samples + sample]) for index in batch for sample in range(args.samples))

@@ -362,7 +362,8 @@ def _sample_rows(
         if not rows.groups:
             break
         if rows.remaining < len(groups):
-            holes, movers = (torch.tensor(moves, dtype=torch.long, device=device) for moves in (rows.holes, rows.movers))
+            holes, movers = (
+                torch.tensor(moves, dtype=torch.long, device=device) for moves in (rows.holes, rows.movers))
             steps.move_rows(holes, movers, rows.remaining)
         copies_of = torch.tensor(rows.copies_of, dtype=torch.long, device=device) if rows.copies_of else None
         groups = rows.groups

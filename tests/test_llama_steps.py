@@ -43,7 +43,8 @@ def step_logits(
     them); `moves` collects how many rows moved into the places of finished ones at each drop."""
     seen: list[torch.Tensor] = []
     built: list[int] = []
-    real, real_moves, real_steps = stasc.decoding.sample_next, stasc.shared_rows.compaction_moves, stasc.decoding.LlamaSteps
+    real, real_steps = stasc.decoding.sample_next, stasc.decoding.LlamaSteps
+    real_moves = stasc.shared_rows.compaction_moves
 
     def recording(logits, *args, **kwargs):
         seen.append(logits.float().clone())

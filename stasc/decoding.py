@@ -211,11 +211,14 @@ def decode(
     prefix_attention = supports_shared_prefix_attention(model)
     shared = shared_prompt_prefix(prompts) if prefix_attention else 0
     groups = sample_groups(len(prompts), num_samples)
-    row_prompts = torch.tensor([group[0] // num_samples for group in groups], device=device)  # each row's prompt
+    first_rows = [group[0] // num_samples for group in groups]  # each row's prompt
+    # rows other than one per prompt (each prompt's prefill copied to its rows), or None
+    row_prompts = None if first_rows == list(range(len(prompts))) else torch.tensor(first_rows, device=device)
     if prefix_attention and supports_llama_steps(model):
         weights = LlamaWeights(model)
         prefix = prefill_shared_prefix(weights, prompts[0][:shared]) if shared else None
-        rows = prefill(weights, [prompt[shared:] for prompt in prompts], shared, prefix).selected(row_prompts)
+        rows = prefill(weights, [prompt[shared:] for prompt in prompts], shared, prefix)
+        rows = rows if row_prompts is None else rows.selected(row_prompts)
         steps = LlamaSteps(weights, rows, shared, prefix, settings.max_new_tokens)
         return _sample_rows(steps, rows.logits, groups, settings, generator, stop_ids, suppress_ids)
     input_ids, attention = left_padded([prompt[shared:] for prompt in prompts], pad_token_id, device)
@@ -326,12 +329,12 @@ class ModelSteps:
 
 def _prefill_rows(
     model: torch.nn.Module, cache: DynamicCache, input_ids: torch.Tensor, attention: torch.Tensor,
-    positions: torch.Tensor, row_prompts: torch.Tensor, extra: dict,
+    positions: torch.Tensor, row_prompts: torch.Tensor | None, extra: dict,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Prefill each prompt's own tokens once and give row i prompt `row_prompts[i]`'s cache: (logits, attention mask,
-    next position) for every row."""
+    """Prefill each prompt's own tokens once and give row i prompt `row_prompts[i]`'s cache (one row per prompt when
+    None): (logits, attention mask, next position) for every row."""
     logits = _prefill(model, cache, input_ids, attention, positions, extra)
-    if not torch.equal(row_prompts, torch.arange(len(input_ids), device=row_prompts.device)):
+    if row_prompts is not None:
         cache.batch_select_indices(row_prompts)
         logits, attention, positions = logits[row_prompts], attention[row_prompts], positions[row_prompts]
     return logits, attention, positions[:, -1] + 1

@@ -133,10 +133,7 @@ class PrefilledRows:
     logits: torch.Tensor  # (rows, vocab)
 
     def selected(self, rows: torch.Tensor) -> PrefilledRows:
-        """Rows `rows` (e.g. one per sample of its prompt), or these rows themselves when that is all of them."""
-        if torch.equal(rows, torch.arange(len(self.logits), device=rows.device)):
-            return self
-
+        """Rows `rows` (e.g. one per sample of its prompt)."""
         def select(tensor: torch.Tensor) -> torch.Tensor:
             return tensor[rows]
         return PrefilledRows([select(keys) for keys in self.keys], [select(values) for values in self.values],

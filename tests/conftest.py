@@ -19,6 +19,21 @@ from stasc.models import resolve_model_path
 CITIES = ("Paris", "London", "Rome")
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 HUB_REPO = "stasc-test/tiny-run"
+SYSTEM = list(range(40, 70))  # a prefix all prompts share
+PROMPTS = [SYSTEM + list(range(5, 5 + length)) for length in (3, 9, 4, 12)]  # token ids for tiny_llama
+
+
+def tiny_llama(dtype: torch.dtype = torch.float32, peaked: bool = False, **config) -> LlamaForCausalLM:
+    """A 2-layer random Llama with a 96-token vocabulary; `peaked`: its output layer scaled up, so its next-token
+    distributions are narrow and samples of one prompt often draw the same token (not always)."""
+    torch.manual_seed(0)
+    settings = {"vocab_size": 96, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "eos_token_id": 2, "pad_token_id": 2} | config
+    model = LlamaForCausalLM(LlamaConfig(**settings)).to(dtype).eval()
+    if peaked:
+        with torch.no_grad():
+            model.lm_head.weight.mul_(20)
+    return model
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,8 @@ from stasc.decoding import (
     token_probabilities,
 )
 
+from conftest import PROMPTS, tiny_llama
+
 
 @pytest.fixture(scope="module")
 def free_model(smollm_tokenizer_dir: Path):
@@ -220,21 +222,8 @@ def test_sampling_is_reproducible_and_varied(free_model, step_path) -> None:
     assert len(first) == 8 and len({tuple(row) for row in first}) > 1
 
 
-def peaked_model() -> LlamaForCausalLM:
-    """A tiny random Llama whose next-token distributions are peaked, so samples of a prompt often agree."""
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, eos_token_id=2, pad_token_id=2)
-    model = LlamaForCausalLM(config).eval()
-    with torch.no_grad():
-        model.lm_head.weight.mul_(20)
-    return model
-
-
 def test_samples_share_a_row_until_they_differ_and_each_draws_from_its_own_prefix(monkeypatch, step_path) -> None:
-    model = peaked_model()
-    system = list(range(40, 70))
-    prompts = [system + list(range(5, 5 + length)) for length in (3, 9, 4, 12)]
+    model, prompts = tiny_llama(peaked=True), PROMPTS
     draws: list[tuple[torch.Tensor, list[list[int]]]] = []  # each step's row logits, and the sequences of each row
     real_sample, real_regrouped = stasc.decoding.sample_next, stasc.decoding.regrouped
     pending: list[torch.Tensor] = []
@@ -262,6 +251,18 @@ def test_samples_share_a_row_until_they_differ_and_each_draws_from_its_own_prefi
                 torch.testing.assert_close(logits[row], own[step], atol=1e-4, rtol=0)
                 checked += 1
     assert checked > 4 * len(prompts) * 3
+
+
+def test_a_row_per_sample_gives_what_shared_rows_give(monkeypatch, step_path) -> None:
+    """The layout the benchmark compares against: each prompt's prefill copied to a row per sample."""
+    model = tiny_llama(peaked=True)
+    settings = DecodeSettings(10, 0.0, 1.0)
+    shared = decode(model, PROMPTS, 3, settings, pad_token_id=2, stop_ids=[2], seed=0)
+    monkeypatch.setattr(stasc.decoding, "sample_groups",
+                        lambda prompts, samples: [[sequence] for sequence in range(prompts * samples)])
+    apart = decode(model, PROMPTS, 3, settings, pad_token_id=2, stop_ids=[2], seed=0)
+    assert apart == shared
+    assert len({tuple(row) for row in shared}) == len(PROMPTS), "each prompt's greedy answer, once per sample"
 
 
 def test_top_p_keeps_exactly_the_nucleus() -> None:

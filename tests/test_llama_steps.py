@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import Qwen2Config, Qwen2ForCausalLM
 
 import stasc.decoding
 import stasc.llama_steps
@@ -13,16 +13,7 @@ import stasc.shared_rows
 from stasc.decoding import DecodeSettings, decode
 from stasc.llama_steps import supports_llama_steps
 
-SYSTEM = list(range(40, 70))  # a prefix all prompts share
-PROMPTS = [SYSTEM + list(range(5, 5 + length)) for length in (3, 9, 4, 12)]
-
-
-def tiny_llama(dtype: torch.dtype = torch.float32, **config) -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    settings = {"vocab_size": 96, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-                "num_attention_heads": 4, "num_key_value_heads": 2, "eos_token_id": 2, "pad_token_id": 2} | config
-    return LlamaForCausalLM(LlamaConfig(**settings)).to(dtype).eval()
-
+from conftest import PROMPTS, tiny_llama
 
 def with_lora(model: torch.nn.Module, **lora) -> torch.nn.Module:
     adapted = get_peft_model(model, LoraConfig(r=2, target_modules="all-linear", **lora))
@@ -86,9 +77,7 @@ def test_steps_give_the_logits_of_the_models_own_forward(monkeypatch) -> None:
 
 
 def test_rows_that_split_between_samples_give_the_logits_of_the_models_own_forward(monkeypatch) -> None:
-    model = tiny_llama()
-    with torch.no_grad():
-        model.lm_head.weight.mul_(20)  # peaked: the two samples of a prompt often draw the same token, not always
+    model = tiny_llama(peaked=True)
     sampled = DecodeSettings(12, 0.5, 0.9)
     own_tokens, own = step_logits(model, monkeypatch, False, [2], settings=sampled)
     tokens, ours = step_logits(model, monkeypatch, True, [2], settings=sampled)

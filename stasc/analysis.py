@@ -37,6 +37,23 @@ def _resampled_means(columns: np.ndarray, resamples: int, seed: int) -> np.ndarr
     return columns[picks].mean(axis=1)
 
 
+def bootstrap_means(
+    columns: np.ndarray, *, confidence: float = 0.95, resamples: int = 10_000, seed: int = 0
+) -> list[Estimate]:
+    """The mean of each column of a (questions x measures) array, each with a percentile interval from
+    the same resampled questions, so measures of one question stay paired."""
+    columns = np.asarray(columns, dtype=float)
+    if columns.ndim != 2 or columns.shape[0] == 0:
+        raise ValueError("Cannot bootstrap an empty sample.")
+    means = _resampled_means(columns, resamples, seed)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, tail, axis=0), np.percentile(means, 100 - tail, axis=0)
+    return [
+        Estimate(float(value), float(lo), float(hi))
+        for value, lo, hi in zip(columns.mean(axis=0), low, high, strict=True)
+    ]
+
+
 def bootstrap_mean(
     values: Sequence[float], *, confidence: float = 0.95, resamples: int = 10_000, seed: int = 0
 ) -> Estimate:
@@ -44,9 +61,7 @@ def bootstrap_mean(
     column = np.asarray(values, dtype=float)
     if column.size == 0:
         raise ValueError("Cannot bootstrap an empty sample.")
-    means = _resampled_means(column[:, None], resamples, seed)[:, 0]
-    tail = (1 - confidence) / 2 * 100
-    return Estimate(float(column.mean()), float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail)))
+    return bootstrap_means(column[:, None], confidence=confidence, resamples=resamples, seed=seed)[0]
 
 
 def bootstrap_difference(

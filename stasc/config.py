@@ -22,15 +22,17 @@ from stasc.errors import StascError, closest_hint
 
 VARIANT_LETTERS = {
     "initialization": {"F": "fixed", "E": "evolving"},
-    "filter": {"I": "improving", "N": "non_decreasing"},
+    "filter": {"I": "improving", "N": "non_decreasing", "A": "non_decreasing_authors", "B": "balanced"},
     "finetuning": {"F": "fixed", "E": "evolving"},
 }
-VARIANTS = tuple(a + b + c for a in "FE" for b in "IN" for c in "FE")
+VARIANTS = tuple(a + b + c for a in "FE" for b in "INAB" for c in "FE")
+PAPER_VARIANTS = tuple(variant for variant in VARIANTS if variant[1] in "IN")  # the eight of the paper
 
 DEFAULT_INSTRUCTIONS = (
     "Answer the following question. Think step by step in one or two short sentences, "
     'then write the answer on a last line as "Final Answer: <answer>".'
 )
+DEFAULT_RATIONALIZATION_HINT = "(The correct answer is {answer}.)"
 DEFAULT_CORRECTION_INSTRUCTIONS = (
     "Consider the question and your initial answer above. If the answer is wrong, correct it; "
     "if it may be incomplete, consider other options. Think step by step in one or two short "
@@ -107,7 +109,8 @@ class StascConfig:
     variant: str | None = _field(
         None,
         "STaSC variant as three letters Init/Filter/FT, e.g. EIE = evolving initialization, "
-        "improving filter, evolving fine-tuning. Sets --initialization, --filter and --finetuning.",
+        "improving filter, evolving fine-tuning (filter letters: I improving, N non_decreasing, "
+        "A non_decreasing_authors, B balanced). Sets --initialization, --filter and --finetuning.",
         VARIANTS,
     )
     initialization: str = _field(
@@ -119,8 +122,21 @@ class StascConfig:
     filter: str = _field(
         "non_decreasing",
         "Which corrections are kept for training: 'improving' = wrong initial answer, right "
-        "correction; 'non_decreasing' = also right-stays-right.",
-        ["improving", "non_decreasing"],
+        "correction; 'non_decreasing' = also right-stays-right; 'non_decreasing_authors' = the "
+        "authors' code's non-decreasing filter, right-stays-right only; 'balanced' = every "
+        "wrong-to-right pair plus at most --keep-ratio right-stays-right pairs per wrong-to-right pair.",
+        ["improving", "non_decreasing", "non_decreasing_authors", "balanced"],
+    )
+    keep_ratio: float = _field(
+        1.0,
+        "Balanced filter only: right-stays-right pairs kept per wrong-to-right pair (0 = none, "
+        "like improving).",
+    )
+    rationalize: bool = _field(
+        False,
+        "STaR's rationalization: for a wrong initial answer whose corrections are all wrong, sample "
+        "one correction with the reference answer given as a hint, keep it if the reward says it is "
+        "right, and train on it without the hint.",
     )
     finetuning: str = _field(
         "fixed",
@@ -144,6 +160,10 @@ class StascConfig:
         ["full", "final_answer"],
     )
     f1_threshold: float = _field(0.5, "Token F1 at or above which the f1 reward counts as correct.")
+    rationalization_hint: str = _field(
+        DEFAULT_RATIONALIZATION_HINT,
+        "With --rationalize: appended to the correction request; {answer} is the first reference answer.",
+    )
     instructions: str = _field(DEFAULT_INSTRUCTIONS, "Instructions placed before each question.")
     correction_instructions: str = _field(
         DEFAULT_CORRECTION_INSTRUCTIONS, "The user turn that asks the model to correct its answer."
@@ -155,6 +175,29 @@ class StascConfig:
     max_new_tokens: int = _field(64, "Maximum new tokens per generated answer.")
     generation_batch_size: int = _field(
         256, "Sequences generated together in one batch (lower it if memory runs out)."
+    )
+    sampling_chunk_size: int = _field(
+        512,
+        "Prompts sampled per chunk: each chunk's samples are written to disk before the next chunk "
+        "starts, so memory does not grow with questions x samples and a resumed run redoes at most one chunk.",
+    )
+
+    # Evaluation
+    eval_samples: int = _field(
+        1, "Initial answers drawn per held-out question, each with its own correction (K)."
+    )
+    eval_temperature: float | None = _field(
+        None, "Sampling temperature of the evaluation (0 = greedy; none = --temperature)."
+    )
+    evaluate_on: str = _field(
+        "test",
+        "Which held-out questions each iteration is evaluated on: 'test' = the test split; "
+        "'validation' = --validation-fraction of the training questions, which are then not trained "
+        "on (choose settings there, never on the test split).",
+        ["test", "validation"],
+    )
+    validation_fraction: float = _field(
+        0.25, "Share of the training questions held out with --evaluate-on validation (0 < f < 1)."
     )
 
     # Backend
@@ -183,6 +226,11 @@ class StascConfig:
     )
     learning_rate: float = _field(2e-4, "Peak learning rate of the LoRA fine-tuning.")
     epochs: float = _field(1.0, "Passes over each iteration's filtered data.")
+    min_train_steps: int = _field(
+        0,
+        "At least this many optimizer steps per iteration: a small kept set is passed over again "
+        "until they are done (0 = exactly --epochs).",
+    )
     train_batch_size: int = _field(8, "Examples per optimizer step (effective batch size).")
     gradient_accumulation_steps: int = _field(
         2,
@@ -225,6 +273,11 @@ class StascConfig:
         self.validate()
 
     @property
+    def evaluation_temperature(self) -> float:
+        """The temperature evaluation samples at: --eval-temperature, else --temperature."""
+        return self.temperature if self.eval_temperature is None else self.eval_temperature
+
+    @property
     def variant_name(self) -> str:
         """The three-letter name of the switches actually in force (e.g. 'EIF')."""
         return "".join(
@@ -259,6 +312,7 @@ class StascConfig:
             "iterations": 0, "n_init": 1, "n_corr": 1, "max_new_tokens": 1,
             "generation_batch_size": 1, "lora_r": 1, "lora_alpha": 1, "train_batch_size": 1,
             "gradient_accumulation_steps": 1, "max_seq_length": 16, "tensor_parallel_size": 1,
+            "sampling_chunk_size": 1, "eval_samples": 1, "min_train_steps": 0,
         }
         for name, minimum in at_least.items():
             if getattr(self, name) < minimum:
@@ -269,6 +323,19 @@ class StascConfig:
                 raise StascError(f"{_flag(name)} must be at least 1 (or 'none' for all), got {value}.")
         if self.temperature < 0:
             raise StascError(f"--temperature must be at least 0, got {self.temperature}.")
+        if self.eval_temperature is not None and self.eval_temperature < 0:
+            raise StascError(f"--eval-temperature must be at least 0, got {self.eval_temperature}.")
+        if self.eval_samples > 1 and self.evaluation_temperature == 0:
+            raise StascError(
+                f"--eval-samples {self.eval_samples} draws the same greedy answer {self.eval_samples} times: "
+                "set --eval-temperature above 0, or --eval-samples 1."
+            )
+        if self.keep_ratio < 0:
+            raise StascError(f"--keep-ratio must be at least 0, got {self.keep_ratio}.")
+        if not 0 < self.validation_fraction < 1:
+            raise StascError(f"--validation-fraction must satisfy 0 < f < 1, got {self.validation_fraction}.")
+        if self.rationalize and "{answer}" not in self.rationalization_hint:
+            raise StascError("--rationalization-hint must contain {answer}, where the reference answer goes.")
         for name in ("learning_rate", "epochs"):
             if getattr(self, name) <= 0:
                 raise StascError(f"{_flag(name)} must be greater than 0, got {getattr(self, name)}.")

@@ -8,6 +8,7 @@ data problems are the most common thing a user has to fix.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import logging
 import random
@@ -193,6 +194,25 @@ def _finish_splits(
     train = kept[:max_train]
     logger.info("Using %d training and %d test questions", len(train), len(test))
     return train, test
+
+
+def split_validation(
+    train: Sequence[QAExample], fraction: float, *, max_train: int | None = None, max_validation: int | None = None
+) -> tuple[list[QAExample], list[QAExample]]:
+    """Hold out a fraction of the training questions for choosing settings, so the test split is never
+    used for that. Which questions are held out depends only on their ids (not on the seed, the order or
+    the limits), so every run on a data set validates on the same questions."""
+    if not 0 < fraction < 1:
+        raise StascError(f"--validation-fraction must be between 0 and 1 (got {fraction}).")
+    if len(train) < 2:
+        raise StascError(f"Only {len(train)} training question: too few to hold out a validation set.")
+    ranked = sorted(train, key=lambda example: hashlib.sha256(example.id.encode("utf-8")).hexdigest())
+    count = min(max(1, round(len(train) * fraction)), len(train) - 1)
+    held_out = {example.id for example in ranked[:count]}
+    validation = [example for example in train if example.id in held_out][:max_validation]
+    remaining = [example for example in train if example.id not in held_out][:max_train]
+    logger.info("Held out %d training questions for validation; training on %d", len(validation), len(remaining))
+    return remaining, validation
 
 
 def _normalize_question(question: str) -> str:

@@ -165,12 +165,14 @@ class ShardedSampler:
         adapter: Path | None,
         seed: int,
         desc: str,
+        temperature: float | None = None,
     ) -> list[list[str]]:
         groups = self.processes.count // self.group_size
         group = self.processes.index // self.group_size
         share = list(conversations[group::groups])
         samples = self.inner.sample(
-            share, num_samples, adapter=adapter, seed=seed, desc=f"{desc} [{group + 1}/{groups}]"
+            share, num_samples, adapter=adapter, seed=seed, desc=f"{desc} [{group + 1}/{groups}]",
+            temperature=temperature,
         )
         shares = dict(self.processes.gather([(group, samples)]))
         results: list[list[str]] = [[] for _ in conversations]

@@ -6,6 +6,7 @@ share a batch (and its prompt computation, see stasc.decoding).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,32 +40,35 @@ class TransformersSampler:
         self.suppress_ids = torch.tensor(suppressed, device=policy.device) if suppressed else None
 
     def sample(
-        self, conversations: Sequence[Sequence[Message]], num_samples: int, *, seed: int, desc: str
+        self, conversations: Sequence[Sequence[Message]], num_samples: int, *, seed: int, desc: str,
+        temperature: float | None = None,
     ) -> list[list[str]]:
-        """num_samples continuations of each conversation, in the order given."""
+        """num_samples continuations of each conversation, in the order given (at `temperature` when given,
+        else the settings' own)."""
+        settings = self.settings if temperature is None else dataclasses.replace(self.settings, temperature=temperature)
         tokenizer = self.policy.tokenizer
         encoded = [
             tokenizer(render_prompt(tokenizer, conversation), add_special_tokens=False)["input_ids"]
             for conversation in conversations
         ]
         order = sorted(range(len(encoded)), key=lambda index: -len(encoded[index]))
-        per_batch = max(1, self.settings.batch_size // num_samples)
+        per_batch = max(1, settings.batch_size // num_samples)
         results: list[list[str]] = [[] for _ in conversations]
         batches = [order[start : start + per_batch] for start in range(0, len(order), per_batch)]
         with self.policy.generating() as model, tqdm(total=len(order), desc=desc, unit="prompt") as bar:
             for batch_index, batch in enumerate(batches):
-                texts = self._generate_batch(model, [encoded[i] for i in batch], num_samples, seed + batch_index)
+                texts = self._generate_batch(model, [encoded[i] for i in batch], num_samples, seed + batch_index, settings)
                 for position, index in enumerate(batch):
                     results[index] = texts[position * num_samples : (position + 1) * num_samples]
                 bar.update(len(batch))
         return results
 
     def _generate_batch(
-        self, model: torch.nn.Module, prompts: list[list[int]], num_samples: int, seed: int
+        self, model: torch.nn.Module, prompts: list[list[int]], num_samples: int, seed: int, settings: SamplingSettings
     ) -> list[str]:
         tokenizer = self.policy.tokenizer
         new_tokens = decode(
-            model, prompts, num_samples, self.settings,
+            model, prompts, num_samples, settings,
             pad_token_id=tokenizer.pad_token_id, stop_ids=self.stop_ids, seed=seed, suppress_ids=self.suppress_ids,
         )
         return [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]

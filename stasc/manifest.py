@@ -73,19 +73,26 @@ def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
 
 
 def format_table(iterations: list[dict[str, Any]]) -> str:
-    """A per-iteration table of in-accuracy and transition rates, for the end of a run."""
-    header = ["iter", "kept", "initial", "correction", "c->c", "c->i", "i->c", "i->i"]
+    """A per-iteration table: kept examples, acc_t1, acc_t2, delta with its 95% interval, i->c and c->i."""
+    header = ["iter", "kept", "acc_t1", "acc_t2", "delta [95% CI]", "i->c", "c->i"]
     rows = [header]
     for entry in iterations:
         metrics = entry["metrics"]
         kept = entry.get("kept_examples")
+        first, second = metrics["initial_in_acc"], metrics["correction_in_acc"]
+        delta = f"{second - first:+.3f}"
+        interval = (entry.get("intervals") or {}).get("delta")
+        if interval:
+            delta += f" [{interval[0]:+.3f}, {interval[1]:+.3f}]"
         rows.append(
             [
                 str(entry["iteration"]),
                 "-" if kept is None else str(kept),
-                f"{metrics['initial_in_acc']:.3f}",
-                f"{metrics['correction_in_acc']:.3f}",
-                *(f"{metrics.get(name, 0.0):.3f}" for name in TRANSITIONS),
+                f"{first:.3f}",
+                f"{second:.3f}",
+                delta,
+                f"{metrics.get('incorrect_to_correct', 0.0):.3f}",
+                f"{metrics.get('correct_to_incorrect', 0.0):.3f}",
             ]
         )
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]

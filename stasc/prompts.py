@@ -38,3 +38,17 @@ def training_messages(
         *correction_messages(question, initial_answer, instructions, correction_instructions),
         {"role": "assistant", "content": correction},
     ]
+
+
+def hinted_correction_messages(
+    question: str, initial_answer: str, instructions: str, correction_instructions: str, hint: str, answer: str
+) -> list[Message]:
+    """The correction prompt with the reference answer given as a hint (STaR's rationalization); the
+    correction it yields is trained on under the plain correction prompt, without the hint."""
+    request = f"{correction_instructions}\n\n{hint.format(answer=answer)}"
+    return correction_messages(question, initial_answer, instructions, request)
+
+
+def mentions_hint(output: str) -> bool:
+    """Whether a hinted correction refers to the hint, which makes no sense once the hint is removed."""
+    return "hint" in output.lower()

@@ -188,6 +188,9 @@ def train_adapter(
             f"a multiple of processes x --gradient-accumulation-steps ({processes * config.gradient_accumulation_steps})."
         )
     steps = optimizer_steps(len(dataset), per_device, processes, config.gradient_accumulation_steps, config.epochs)
+    # a kept set smaller than a few batches would otherwise be a step or two: pass over it again instead
+    max_steps = config.min_train_steps if config.min_train_steps > steps else -1
+    steps = max(steps, config.min_train_steps)
     bfloat16 = trains_in_bfloat16(policy)
     with tempfile.TemporaryDirectory(prefix="stasc-trainer-") as scratch:
         arguments = TrainingArguments(
@@ -195,6 +198,7 @@ def train_adapter(
             per_device_train_batch_size=per_device,
             gradient_accumulation_steps=config.gradient_accumulation_steps,
             num_train_epochs=config.epochs,
+            max_steps=max_steps,
             learning_rate=config.learning_rate,
             lr_scheduler_type=config.lr_scheduler,
             warmup_steps=warmup_steps(config.warmup_ratio, steps),

@@ -151,8 +151,10 @@ class VLLMSampler:
         adapter: Path | None,
         seed: int,
         desc: str,
+        temperature: float | None = None,
     ) -> list[list[str]]:
-        """num_samples continuations of each conversation, in the order given.
+        """num_samples continuations of each conversation, in the order given (at `temperature` when given,
+        else --temperature).
 
         Each prompt gets its own seed (seed + position), so a step gives the same answers
         whether it runs whole or is resumed, whatever else the engine ran before.
@@ -166,7 +168,8 @@ class VLLMSampler:
         prompts = [{"prompt_token_ids": ids} for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
         params = [
             SamplingParams(
-                n=num_samples, temperature=self.config.temperature, top_p=self.config.top_p,
+                n=num_samples, temperature=self.config.temperature if temperature is None else temperature,
+                top_p=self.config.top_p,
                 max_tokens=self.config.max_new_tokens, seed=seed + position, detokenize=False,
             )
             for position in range(len(conversations))

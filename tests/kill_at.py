@@ -4,7 +4,7 @@
 
 POINT is one of
   batch:<step>        before the OCCURRENCE-th generation batch of a sampling step ("iter 1 corrections")
-  filter              before the OCCURRENCE-th filter decision
+  filter              before the OCCURRENCE-th filter decision (one per correction)
   train_step          before the OCCURRENCE-th optimizer step of fine-tuning
   replace:<name>      after <name>'s temporary file is complete, just before the OCCURRENCE-th rename
                       that would put it in place (run.json, evaluation.parquet, adapter, ...)
@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import transformers  # noqa: E402
 
+import stasc.filtering  # noqa: E402
 import stasc.generation  # noqa: E402
 import stasc.loop  # noqa: E402
 import stasc.storage  # noqa: E402
@@ -46,9 +47,9 @@ def main() -> int:
         sample, generate_batch = stasc.generation.TransformersSampler.sample, stasc.generation.TransformersSampler._generate_batch
         current = {"desc": None}
 
-        def tracked_sample(self, conversations, num_samples, *, seed, desc):
+        def tracked_sample(self, conversations, num_samples, *, seed, desc, **settings):
             current["desc"] = desc
-            return sample(self, conversations, num_samples, seed=seed, desc=desc)
+            return sample(self, conversations, num_samples, seed=seed, desc=desc, **settings)
 
         def killing_batch(self, *args, **kwargs):
             if current["desc"] == detail:
@@ -58,13 +59,13 @@ def main() -> int:
         stasc.generation.TransformersSampler.sample = tracked_sample
         stasc.generation.TransformersSampler._generate_batch = killing_batch
     elif kind == "filter":
-        keep = stasc.loop.keep_correction
+        keep = stasc.filtering.keep_correction
 
         def killing_keep(*args, **kwargs):
             reached()
             return keep(*args, **kwargs)
 
-        stasc.loop.keep_correction = killing_keep
+        stasc.filtering.keep_correction = killing_keep
     elif kind == "train_step":
         step = transformers.Trainer.training_step
 

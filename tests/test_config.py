@@ -25,7 +25,7 @@ def test_variant_sets_all_three_switches(variant: str) -> None:
     config = config_from_args(["--variant", variant.lower()])
     expected = (
         {"F": "fixed", "E": "evolving"}[variant[0]],
-        {"I": "improving", "N": "non_decreasing"}[variant[1]],
+        {"I": "improving", "N": "non_decreasing", "A": "non_decreasing_authors", "B": "balanced"}[variant[1]],
         {"F": "fixed", "E": "evolving"}[variant[2]],
     )
     assert (config.initialization, config.filter, config.finetuning) == expected

@@ -63,7 +63,7 @@ def test_a_plain_run_is_one_process() -> None:
 
 
 class EchoSampler:
-    def sample(self, conversations, num_samples, *, adapter, seed, desc):
+    def sample(self, conversations, num_samples, *, adapter, seed, desc, temperature=None):
         return [[f"{conversation} {sample}" for sample in range(num_samples)] for conversation in conversations]
 
 
@@ -76,7 +76,7 @@ SHARDING = """
     class EchoSampler:
         def __init__(self):
             self.seen = []
-        def sample(self, conversations, num_samples, *, adapter, seed, desc):
+        def sample(self, conversations, num_samples, *, adapter, seed, desc, temperature=None):
             self.seen.append(list(conversations))
             return [[f"{c} {s}" for s in range(num_samples)] for c in conversations]
 

@@ -9,7 +9,8 @@ from stasc.filtering import (
     check_filter_mode,
     count_transitions,
     keep_correction,
-    kept_indices,
+    kept_pairs,
+    spread_over_groups,
 )
 
 TRANSITION_NAMES = [
@@ -31,6 +32,14 @@ TRANSITION_NAMES = [
         (0, 1, "non_decreasing", True),
         (1, 0, "non_decreasing", False),
         (1, 1, "non_decreasing", True),
+        (0, 0, "non_decreasing_authors", False),
+        (0, 1, "non_decreasing_authors", False),
+        (1, 0, "non_decreasing_authors", False),
+        (1, 1, "non_decreasing_authors", True),
+        (0, 0, "balanced", False),
+        (0, 1, "balanced", True),
+        (1, 0, "balanced", False),
+        (1, 1, "balanced", True),
     ],
 )
 def test_keep_correction_table(initial: int, correction: int, mode: str, expected: bool) -> None:
@@ -50,7 +59,7 @@ def test_keep_correction_unknown_mode_suggests_closest() -> None:
     with pytest.raises(StascError) as excinfo:
         keep_correction(0, 1, "improve")  # type: ignore[arg-type]
     assert str(excinfo.value) == (
-        "Unknown filter mode 'improve'. Choose one of: improving, non_decreasing. "
+        "Unknown filter mode 'improve'. Choose one of: improving, non_decreasing, non_decreasing_authors, balanced. "
         "Did you mean 'improving'?"
     )
 
@@ -127,26 +136,67 @@ def test_transitions_are_immutable() -> None:
 
 
 PAIRS = [(0, 1), (1, 1), (0, 0), (1, 0), (0, 1), (1, 1)]
+QUESTIONS = ["a", "a", "b", "b", "c", "c"]
+
+
+def decisions(mode: str, pairs=PAIRS, questions=QUESTIONS, **settings) -> list[int]:
+    initial, correction = zip(*pairs) if pairs else ((), ())
+    kept = kept_pairs(list(initial), list(correction), list(questions), mode, **settings)  # type: ignore[arg-type]
+    return [index for index, keep in enumerate(kept) if keep]
 
 
 @pytest.mark.parametrize(
     ("mode", "expected"),
-    [("improving", [0, 4]), ("non_decreasing", [0, 1, 4, 5])],
+    [("improving", [0, 4]), ("non_decreasing", [0, 1, 4, 5]), ("non_decreasing_authors", [1, 5])],
 )
-def test_kept_indices_in_order(mode: str, expected: list[int]) -> None:
-    assert kept_indices(PAIRS, mode) == expected  # type: ignore[arg-type]
+def test_per_pair_filters_keep_in_order(mode: str, expected: list[int]) -> None:
+    assert decisions(mode) == expected
 
 
 @pytest.mark.parametrize("mode", FILTER_MODES)
-def test_kept_indices_empty_input(mode: str) -> None:
-    assert kept_indices([], mode) == []  # type: ignore[arg-type]
+def test_no_pairs_keep_nothing(mode: str) -> None:
+    assert decisions(mode, pairs=[], questions=[]) == []
 
 
-def test_kept_indices_unknown_mode_fails_even_on_empty_input() -> None:
+def test_balanced_keeps_every_fix_and_at_most_ratio_stays_right_per_fix() -> None:
+    pairs = [(0, 1)] * 3 + [(1, 1)] * 20 + [(0, 0), (1, 0)]
+    questions = [f"q{index % 7}" for index in range(len(pairs))]
+    for ratio, stays_right in ((0, 0), (1, 3), (2, 6), (2.5, 7), (10, 20)):
+        kept = decisions("balanced", pairs, questions, keep_ratio=ratio)
+        assert kept[:3] == [0, 1, 2], "every wrong-to-right pair is kept"
+        assert len(kept) - 3 == stays_right
+        assert all(pairs[index] == (1, 1) for index in kept[3:])
+
+
+def test_balanced_counts_fixes_from_elsewhere_and_keeps_nothing_without_fixes() -> None:
+    pairs = [(1, 1)] * 10
+    questions = list("abcdeabcde")
+    assert decisions("balanced", pairs, questions, keep_ratio=1) == []
+    assert len(decisions("balanced", pairs, questions, keep_ratio=1, extra_fixes=4)) == 4
+
+
+def test_balanced_spreads_stays_right_over_questions_and_follows_the_seed() -> None:
+    pairs = [(0, 1)] * 3 + [(1, 1)] * 12
+    questions = ["x"] * 3 + ["a"] * 6 + ["b"] * 3 + ["c"] * 3
+    kept = decisions("balanced", pairs, questions, keep_ratio=1, seed=0)
+    assert sorted(questions[index] for index in kept[3:]) == ["a", "b", "c"], "one per question before a second"
+    choices = {tuple(decisions("balanced", pairs, questions, keep_ratio=1, seed=seed)) for seed in range(8)}
+    assert len(choices) > 1, "the seed picks which pairs"
+    assert decisions("balanced", pairs, questions, keep_ratio=1, seed=3) == decisions(
+        "balanced", pairs, questions, keep_ratio=1, seed=3)
+
+
+def test_spread_over_groups_takes_one_per_group_per_round() -> None:
+    order = spread_over_groups([1, 2, 3, 4, 5, 6], ["a", "a", "a", "b", "c", "c"], seed=1)
+    assert sorted(order) == [1, 2, 3, 4, 5, 6]
+    first_round = order[:3]
+    assert {("a" if item <= 3 else "b" if item == 4 else "c") for item in first_round} == {"a", "b", "c"}
+
+
+def test_kept_pairs_rejects_unknown_modes_and_mismatched_lengths() -> None:
     with pytest.raises(StascError, match="Did you mean 'non_decreasing'"):
-        kept_indices([], "non-decreasing")  # type: ignore[arg-type]
-
-
-def test_kept_indices_rejects_non_binary_rewards() -> None:
+        kept_pairs([], [], [], "non-decreasing")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="question id"):
+        kept_pairs([0], [1], [], "improving")
     with pytest.raises(ValueError, match="0 or 1"):
-        kept_indices([(0, 1), (0, 2)], "improving")
+        kept_pairs([0, 0], [1, 2], ["a", "b"], "improving")

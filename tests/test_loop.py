@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from stasc.config import VARIANTS, StascConfig
+from stasc.config import PAPER_VARIANTS, StascConfig
 from stasc.errors import StascError
 from stasc.loop import StascRun
 from stasc.manifest import read_manifest
@@ -38,11 +38,11 @@ class RecordingSampler:
         self.calls: list[tuple[str, str | None]] = []
         self.fail_on = fail_on
 
-    def sample(self, conversations, num_samples, *, adapter, seed, desc):
+    def sample(self, conversations, num_samples, *, adapter, seed, desc, temperature=None):
         if desc == self.fail_on:
             raise KeyboardInterrupt
         self.calls.append((desc, None if adapter is None else Path(adapter).parent.name))
-        return self.inner.sample(conversations, num_samples, adapter=adapter, seed=seed, desc=desc)
+        return self.inner.sample(conversations, num_samples, adapter=adapter, seed=seed, desc=desc, temperature=temperature)
 
 
 def start(config: StascConfig, fail_on: str | None = None) -> tuple[StascRun, RecordingSampler]:
@@ -57,7 +57,7 @@ def base_weights(model_dir: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", [*PAPER_VARIANTS, "EBF", "FAE"])
 def test_every_variant_runs_two_iterations(tmp_path, tiny_model_dir, city_questions, variant) -> None:
     config = make_config(tmp_path, tiny_model_dir, city_questions, variant=variant)
     run, recorder = start(config)
@@ -294,3 +294,138 @@ def test_damaged_files_are_named_with_the_way_out(tmp_path, tiny_run) -> None:
 
     with pytest.raises(StascError, match=r"corrections.parquet is damaged.*Delete it and rerun"):
         read_parquet(corrections)
+
+
+class ChunkCheckingSampler(RecordingSampler):
+    """Records every call, and checks that a step's earlier chunks are on disk before it samples the next."""
+
+    def __init__(self, inner, run_dir: Path, chunk: int, fail_after: tuple[str, int] | None = None) -> None:
+        super().__init__(inner)
+        self.run_dir, self.chunk, self.fail_after = run_dir, chunk, fail_after
+        self.sizes: list[tuple[str, int]] = []
+
+    def sample(self, conversations, num_samples, *, adapter, seed, desc, temperature=None):
+        assert len(conversations) <= self.chunk, f"{desc}: {len(conversations)} prompts in one call"
+        earlier = sum(1 for name, _ in self.sizes if name == desc)
+        parts = {"initial answers": "initial_answers", "corrections": "corrections", "eval initial": "evaluation_initial",
+                 "eval corrections": "evaluation"}
+        step = desc.split(" ", 2)[2]
+        iteration = int(desc.split(" ")[1])
+        written = sorted((self.run_dir / f"iteration_{iteration:02d}" / f"{parts[step]}.parts").glob("chunk-*.parquet"))
+        assert len(written) >= earlier, f"{desc}: chunk {earlier} started before the earlier ones were written"
+        if self.fail_after == (desc, earlier):
+            raise KeyboardInterrupt
+        self.sizes.append((desc, len(conversations)))
+        return super().sample(conversations, num_samples, adapter=adapter, seed=seed, desc=desc, temperature=temperature)
+
+
+@pytest.mark.slow
+def test_sampling_goes_chunk_by_chunk_to_disk_and_resumes_within_a_step(tmp_path, tiny_model_dir, city_questions):
+    config = make_config(tmp_path, tiny_model_dir, city_questions, iterations=1, sampling_chunk_size=5)
+    run = StascRun(config)
+    run.sampler = ChunkCheckingSampler(run.sampler, Path(config.output_dir), 5, fail_after=("iter 1 corrections", 3))
+    with pytest.raises(KeyboardInterrupt):
+        run.run()
+    assert [size for desc, size in run.sampler.sizes if desc == "iter 1 corrections"] == [5, 5, 5]
+    assert [size for desc, size in run.sampler.sizes if desc == "iter 1 initial answers"] == [5, 3]
+
+    resumed = StascRun(config)
+    resumed.sampler = ChunkCheckingSampler(resumed.sampler, Path(config.output_dir), 5)
+    manifest = resumed.run()
+    sizes = [size for desc, size in resumed.sampler.sizes if desc == "iter 1 corrections"]
+    assert sizes == [5, 4], "the three chunks (of five) written before the interruption are not sampled again"
+    run_dir = Path(config.output_dir)
+    corrections = pd.read_parquet(run_dir / manifest["iterations"][1]["corrections"])
+    assert len(corrections) == 8 * 3 * 3 and corrections.groupby(["question_id", "initial_index"]).size().eq(3).all()
+    assert not list(run_dir.rglob("*.parts")), "chunks are removed once their step's file is written"
+
+
+@pytest.mark.slow
+def test_evaluation_draws_k_answers_per_question_at_its_own_temperature(tmp_path, tiny_model_dir, city_questions):
+    config = make_config(tmp_path, tiny_model_dir, city_questions, iterations=1, eval_samples=3, eval_temperature=1.2,
+                         variant="FNF")
+    run, recorder = start(config)
+    temperatures = []
+    inner = recorder.sample
+
+    def noting(conversations, num_samples, *, adapter, seed, desc, temperature=None):
+        temperatures.append((desc, temperature))
+        return inner(conversations, num_samples, adapter=adapter, seed=seed, desc=desc, temperature=temperature)
+
+    recorder.sample = noting
+    manifest = run.run()
+    assert dict(temperatures) == {"iter 0 eval initial": 1.2, "iter 0 eval corrections": 1.2,
+                                  "iter 1 initial answers": None, "iter 1 corrections": None,
+                                  "iter 1 eval corrections": 1.2}
+    run_dir = Path(config.output_dir)
+    base = pd.read_parquet(run_dir / manifest["iterations"][0]["evaluation"])
+    assert len(base) == 4 * 3 and sorted(base["sample_index"].unique()) == [0, 1, 2]
+    later = pd.read_parquet(run_dir / manifest["iterations"][1]["evaluation"])
+    assert list(later["initial_answer"]) == list(base["initial_answer"]), "fixed initialization reuses M0's K answers"
+    for entry, table in ((manifest["iterations"][0], base), (manifest["iterations"][1], later)):
+        metrics, intervals = entry["metrics"], entry["intervals"]
+        per_question = table.groupby("question_id")[["initial_in_acc", "correction_in_acc"]].mean()
+        assert metrics["acc_t1"] == pytest.approx(per_question["initial_in_acc"].mean())
+        assert metrics["acc_t2"] == pytest.approx(per_question["correction_in_acc"].mean())
+        assert metrics["delta"] == pytest.approx(metrics["acc_t2"] - metrics["acc_t1"])
+        assert metrics["initial_in_acc"] == metrics["acc_t1"] and metrics["incorrect_to_correct"] == metrics["i_to_c"]
+        for name in ("acc_t1", "acc_t2", "delta", "i_to_c", "c_to_i"):
+            low, high = intervals[name]
+            assert low <= metrics[name] + 1e-9 and metrics[name] <= high + 1e-9
+        assert entry["peak_rss_mb"] > 100
+    assert manifest["peak_rss_mb"] == max(entry["peak_rss_mb"] for entry in manifest["iterations"])
+
+
+@pytest.mark.slow
+def test_rationalization_trains_on_hinted_corrections_without_the_hint(tmp_path, tiny_model_dir, city_questions):
+    config = make_config(tmp_path, tiny_model_dir, city_questions, iterations=1, rationalize=True, variant="EBF",
+                         keep_ratio=1.0, n_init=4, n_corr=1, temperature=1.5)
+    run, recorder = start(config)
+    prompts = []
+    inner = recorder.sample
+
+    def noting(conversations, num_samples, *, adapter, seed, desc, temperature=None):
+        prompts.append((desc, conversations))
+        return inner(conversations, num_samples, adapter=adapter, seed=seed, desc=desc, temperature=temperature)
+
+    recorder.sample = noting
+    manifest = run.run()
+    entry = manifest["iterations"][1]
+    run_dir = Path(config.output_dir)
+    corrections = pd.read_parquet(run_dir / entry["corrections"])
+    rationalizations = pd.read_parquet(run_dir / entry["rationalizations"])
+    unfixed = corrections[(corrections["initial_reward"] == 0) & (corrections["correction_reward"] == 0)]
+    assert len(rationalizations) == len(unfixed) > 0, "one hinted correction per wrong answer no correction fixed"
+    hinted = dict(prompts)["iter 1 rationalizations"]
+    for conversation, row in zip(hinted, rationalizations.itertuples(), strict=True):
+        assert conversation[-1]["content"].endswith(f"(The correct answer is {row.answers[0]}.)")
+        assert conversation[1]["content"] == row.initial_answer
+    assert (rationalizations["kept"] == (rationalizations["correction_reward"] == 1)).all()
+    train = pd.read_parquet(run_dir / entry["train_data"])
+    rationalized = train[train["source"] == "rationalization"]
+    assert len(rationalized) == rationalizations["kept"].sum() > 0
+    assert not any("correct answer is" in message["content"] for messages in train["messages"] for message in messages)
+    fixes = int((train["initial_reward"] == 0).sum())
+    stays_right = int((train["initial_reward"] == 1).sum())
+    assert stays_right <= fixes, "balanced: at most keep_ratio right-stays-right pairs per fix, rationalized ones count"
+    assert entry["train"]["rationalized"] == len(rationalized)
+
+
+@pytest.mark.slow
+def test_validation_questions_come_from_training_and_are_not_trained_on(tmp_path, tiny_model_dir, city_questions):
+    config = make_config(tmp_path, tiny_model_dir, city_questions, iterations=1, evaluate_on="validation",
+                         validation_fraction=0.25, variant="ENF")
+    manifest = start(config)[0].run()
+    run_dir = Path(config.output_dir)
+    evaluated = set(pd.read_parquet(run_dir / manifest["iterations"][1]["evaluation"])["question_id"])
+    trained_on = set(pd.read_parquet(run_dir / manifest["iterations"][1]["initial_answers"])["question_id"])
+    assert len(evaluated) == 2 and len(trained_on) == 6
+    assert evaluated.isdisjoint(trained_on) and evaluated <= {f"q{i}" for i in range(8)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [5000, 2**63 - 1])
+def test_any_seed_trains(tmp_path, tiny_model_dir, city_questions, seed):
+    config = make_config(tmp_path, tiny_model_dir, city_questions, iterations=1, seed=seed, variant="ENF")
+    manifest = start(config)[0].run()
+    assert manifest["iterations"][1]["training"]["steps"] >= 1

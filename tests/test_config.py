@@ -116,3 +116,21 @@ def test_shipped_configs_load() -> None:
 def test_round_trip_through_dict() -> None:
     config = StascConfig(variant="FNE", n_init=3)
     assert StascConfig.from_dict(config.to_dict()).to_dict() == config.to_dict()
+
+
+def test_self_correction_settings_are_checked() -> None:
+    config = config_from_args(["--filter", "balanced", "--keep-ratio", "2", "--rationalize", "--min-train-steps", "8",
+                               "--eval-samples", "4", "--eval-temperature", "0.3", "--evaluate-on", "validation"])
+    assert (config.filter, config.keep_ratio, config.rationalize, config.min_train_steps) == ("balanced", 2.0, True, 8)
+    assert (config.eval_samples, config.evaluation_temperature, config.evaluate_on) == (4, 0.3, "validation")
+    assert config_from_args([]).evaluation_temperature == 0.6, "evaluation samples at --temperature by default"
+    assert config_from_args(["--variant", "EBF"]).filter == "balanced"
+    for flags, message in (
+        (["--eval-samples", "3", "--eval-temperature", "0"], "same greedy answer 3 times"),
+        (["--keep-ratio", "-1"], "--keep-ratio must be at least 0"),
+        (["--eval-samples", "0"], "--eval-samples must be at least 1"),
+        (["--validation-fraction", "1"], "--validation-fraction must satisfy"),
+        (["--rationalize", "--rationalization-hint", "no placeholder"], "must contain {answer}"),
+    ):
+        with pytest.raises(StascError, match=message):
+            config_from_args(flags)

@@ -571,3 +571,17 @@ def test_shared_triviaqa_test_file() -> None:
     assert len(examples) == 11313
     assert examples[0] == QAExample("triviaqa-unfiltered.dev.dpr-test-1", "Who was the man behind The Chipmunks?",
                                     ("David Seville",))
+
+
+def test_validation_is_held_out_by_question_id_whatever_the_order_and_limits() -> None:
+    from stasc.data import QAExample, split_validation
+
+    questions = [QAExample(id=f"q{i}", question=f"Question {i}?", answers=("a",)) for i in range(40)]
+    train, validation = split_validation(questions, 0.25)
+    assert len(validation) == 10 and len(train) == 30
+    assert {q.id for q in train}.isdisjoint(q.id for q in validation)
+    shuffled_train, shuffled_validation = split_validation(list(reversed(questions)), 0.25, max_train=5, max_validation=3)
+    assert {q.id for q in shuffled_validation} <= {q.id for q in validation}, "the same questions are held out"
+    assert len(shuffled_train) == 5 and len(shuffled_validation) == 3
+    with pytest.raises(StascError, match="too few"):
+        split_validation(questions[:1], 0.25)

@@ -170,3 +170,16 @@ def test_overlong_conversations_are_skipped(policy: Policy) -> None:
     config = StascConfig(train_batch_size=2, max_seq_length=16)
     with pytest.raises(ValueError, match="No training conversation fits --max-seq-length"):
         train_adapter(policy, CONVERSATIONS, config, seed=0)
+
+
+def test_a_small_kept_set_is_passed_over_until_the_minimum_steps_are_done(policy: Policy) -> None:
+    plain = train_adapter(policy, CONVERSATIONS[:4], StascConfig(train_batch_size=4, gradient_accumulation_steps=1), seed=0)
+    assert plain.steps == 1
+    policy.reset_adapter()
+    config = StascConfig(train_batch_size=4, gradient_accumulation_steps=1, min_train_steps=5)
+    repeated = train_adapter(policy, CONVERSATIONS[:4], config, seed=0)
+    assert repeated.steps == 5 and repeated.examples == 4
+    policy.reset_adapter()
+    enough = train_adapter(policy, CONVERSATIONS, StascConfig(train_batch_size=2, gradient_accumulation_steps=1,
+                                                            min_train_steps=2), seed=0)
+    assert enough.steps == 3, "a set that already takes more steps than the minimum is passed over once"

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import random
+import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,8 +183,8 @@ def _finish_splits(
 ) -> tuple[list[QAExample], list[QAExample]]:
     """Truncate, and keep test questions out of training so test scores measure generalization."""
     test = test[:max_test]
-    test_questions = {_normalize_question(example.question) for example in test}
-    kept = [example for example in train if _normalize_question(example.question) not in test_questions]
+    test_questions = {normalize_question(example.question) for example in test}
+    kept = [example for example in train if normalize_question(example.question) not in test_questions]
     if len(kept) < len(train):
         logger.warning("Dropped %d training questions that also appear in the test set", len(train) - len(kept))
     if not kept:
@@ -215,9 +216,10 @@ def split_validation(
     return remaining, validation
 
 
-def _normalize_question(question: str) -> str:
-    """Compare questions ignoring case and spacing, which differ between copies of the same data."""
-    return " ".join(question.split()).casefold()
+def normalize_question(question: str) -> str:
+    """Compare questions ignoring case, punctuation and spacing, which differ between copies of the same data."""
+    text = unicodedata.normalize("NFKC", question).casefold()
+    return " ".join("".join(" " if unicodedata.category(char).startswith(("P", "S")) else char for char in text).split())
 
 
 def _read_file(path: str | Path, *, needed: Sequence[str]) -> _Table:

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from stasc.data import (
+    normalize_question,
     BUILTIN_DATASET,
     QAExample,
     builtin_dataset_path,
@@ -39,7 +40,7 @@ def numbered_rows(count: int) -> list[dict[str, Any]]:
 
 
 def normalized(examples: list[QAExample]) -> set[str]:
-    return {" ".join(example.question.split()).lower() for example in examples}
+    return {normalize_question(example.question) for example in examples}
 
 
 @pytest.fixture
@@ -63,6 +64,27 @@ def offline_datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 # The built-in data set
 
 
+def test_builtin_set_is_large_stratified_and_has_no_question_in_both_splits() -> None:
+    rows = [json.loads(line) for line in builtin_dataset_path().read_text(encoding="utf-8").splitlines()]
+    assert all(set(row) == {"id", "question", "answers", "split"} for row in rows)
+    assert len({row["id"] for row in rows}) == len(rows) >= 1000
+    test = [row for row in rows if row["split"] == "test"]
+    train = [row for row in rows if row["split"] == "train"]
+    assert len(test) >= 300 and len(train) + len(test) == len(rows)
+    assert 1.8 <= len(train) / len(test) <= 2.2, "split 2:1"
+    assert not {normalize_question(row["question"]) for row in train} & {normalize_question(row["question"]) for row in test}
+    assert len({normalize_question(row["question"]) for row in rows}) == len(rows), "no question twice"
+    for row in rows:
+        assert row["answers"] and all(isinstance(answer, str) and answer.strip() for answer in row["answers"])
+        assert normalize_question(row["answers"][0]) not in {"1", "2", "3", "one", "two", "three"}, row
+
+
+def test_questions_match_across_case_punctuation_and_spacing() -> None:
+    assert normalize_question("What is  the capital of France?") == normalize_question("what is the capital of france")
+    assert normalize_question("Who wrote “Hamlet”?") == normalize_question('who wrote "hamlet"')
+    assert normalize_question("Capital of France?") != normalize_question("Capital of Spain?")
+
+
 def test_builtin_split_follows_the_split_column() -> None:
     path = builtin_dataset_path()
     assert path.name == "easy_qa.jsonl" and path.is_file()
@@ -73,7 +95,7 @@ def test_builtin_split_follows_the_split_column() -> None:
     test_questions = normalized(test)
     assert [example.id for example in train] == [
         row["id"] for row in rows
-        if row["split"] == "train" and " ".join(row["question"].split()).lower() not in test_questions
+        if row["split"] == "train" and normalize_question(row["question"]) not in test_questions
     ]
     assert not normalized(train) & test_questions
     assert all(example.answers and example.question for example in train + test)

@@ -38,7 +38,7 @@ from stasc.data import load_qa_splits  # noqa: E402
 from stasc.decoding import DecodeSettings, decode, stop_token_ids  # noqa: E402
 from stasc.loop import lora_config  # noqa: E402
 from stasc.models import load_model, load_tokenizer, pick_dtype, resolve_model_path  # noqa: E402
-from stasc.prompts import initial_messages  # noqa: E402
+from stasc.core.prompts import initial_messages  # noqa: E402
 
 
 UNBUFFERED = stasc.decoding.token_probabilities  # without a scratch buffer: fresh tensors at every step

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from stasc.decoding import DecodeSettings, decode, stop_token_ids
 from stasc.policy import Policy
-from stasc.prompts import Message
+from stasc.core.prompts import Message
 from stasc.tokenization import render_prompt
 
 logger = logging.getLogger(__name__)

@@ -31,14 +31,14 @@ from stasc.config import StascConfig
 from stasc.data import QAExample, load_qa_splits
 from stasc.distributed import ShardedSampler, current_processes
 from stasc.errors import StascError
-from stasc.filtering import count_transitions, keep_correction
+from stasc.core.filtering import count_transitions, keep_correction
 from stasc.generation import SamplingSettings, TransformersSampler
 from stasc.manifest import FORMAT_VERSION, format_table, manifest_path, read_manifest, write_manifest
-from stasc.metrics import iteration_metrics
+from stasc.core.metrics import iteration_metrics
 from stasc.models import load_model, load_tokenizer, pick_dtype, resolve_model_path
 from stasc.policy import Policy
-from stasc.prompts import Message, correction_messages, initial_messages, training_messages
-from stasc.rewards import binary_reward, score_output
+from stasc.core.prompts import Message, correction_messages, initial_messages, training_messages
+from stasc.core.rewards import binary_reward, score_output
 from stasc.storage import atomic_directory, read_parquet, remove_leftovers, write_json, write_parquet
 from stasc.training import train_adapter
 from stasc.vllm_backend import check_backend, gpu_handover

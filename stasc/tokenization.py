@@ -14,7 +14,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from stasc.errors import StascError
-from stasc.prompts import Message
+from stasc.core.prompts import Message
 
 IGNORE_INDEX = -100
 

@@ -23,7 +23,7 @@ from stasc.decoding import MIN_SHARED_PREFIX
 from stasc.distributed import current_processes
 from stasc.errors import StascError
 from stasc.policy import Policy
-from stasc.prompts import Message
+from stasc.core.prompts import Message
 from stasc.tokenization import IGNORE_INDEX, tokenize_conversation
 
 logger = logging.getLogger(__name__)

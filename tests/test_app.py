@@ -26,8 +26,8 @@ from stasc.app.handlers import CORRECTION_TITLE, Handlers, builtin_examples, mod
 from stasc.app.ui import launch
 from stasc.errors import StascError
 from stasc.manifest import TRANSITIONS, read_manifest
-from stasc.prompts import correction_messages, initial_messages
-from stasc.rewards import in_accuracy
+from stasc.core.prompts import correction_messages, initial_messages
+from stasc.core.rewards import in_accuracy
 from stasc.sources import RunSource, load_iteration
 from stasc.tokenization import render_prompt
 

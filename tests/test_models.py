@@ -64,8 +64,8 @@ def test_bundled_model_answers_easy_questions(smollm_tokenizer_dir: Path) -> Non
     from stasc.config import DEFAULT_INSTRUCTIONS
     from stasc.generation import SamplingSettings, TransformersSampler
     from stasc.policy import Policy
-    from stasc.prompts import initial_messages
-    from stasc.rewards import in_accuracy
+    from stasc.core.prompts import initial_messages
+    from stasc.core.rewards import in_accuracy
 
     tokenizer = load_tokenizer(str(smollm_tokenizer_dir))
     model = load_model(str(smollm_tokenizer_dir), dtype=pick_dtype("auto"))

@@ -6,7 +6,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from stasc.errors import StascError
-from stasc.prompts import training_messages
+from stasc.core.prompts import training_messages
 from stasc.tokenization import IGNORE_INDEX, tokenize_conversation
 
 LLAMA3_TEMPLATE = (

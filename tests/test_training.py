@@ -14,7 +14,7 @@ from stasc.config import StascConfig
 from stasc.loop import lora_config
 from stasc.models import load_model, load_tokenizer
 from stasc.policy import Policy
-from stasc.prompts import training_messages
+from stasc.core.prompts import training_messages
 from stasc.tokenization import tokenize_conversation
 from stasc.training import (
     EAGER_ATTENTION_MAX_TOKENS,

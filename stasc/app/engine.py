@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase, StoppingCriteria, StoppingCrit
 from stasc.app.catalog import AdapterRef, ModelTarget
 from stasc.decoding import DecodeSettings
 from stasc.errors import StascError
-from stasc.prompts import Message
+from stasc.core.prompts import Message
 from stasc.tokenization import render_prompt
 
 logger = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from stasc.filtering import count_transitions
+from stasc.core.filtering import count_transitions
 
 
 def iteration_metrics(

@@ -24,7 +24,7 @@ from transformers.models.llama.modeling_llama import eager_attention_forward
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import append_result  # noqa: E402
-from stasc.models import resolve_model_path  # noqa: E402
+from stasc.modeling.models import resolve_model_path  # noqa: E402
 from stasc.training import EAGER_ATTENTION_MAX_TOKENS  # noqa: E402
 
 LENGTHS = (128, 192, 256, 320, 384, 512, 768)

@@ -37,7 +37,7 @@ from stasc.config import DEFAULT_INSTRUCTIONS, StascConfig  # noqa: E402
 from stasc.data import load_qa_splits  # noqa: E402
 from stasc.decoding import DecodeSettings, decode, stop_token_ids  # noqa: E402
 from stasc.loop import lora_config  # noqa: E402
-from stasc.models import load_model, load_tokenizer, pick_dtype, resolve_model_path  # noqa: E402
+from stasc.modeling.models import load_model, load_tokenizer, pick_dtype, resolve_model_path  # noqa: E402
 from stasc.core.prompts import initial_messages  # noqa: E402
 
 

@@ -38,9 +38,9 @@ import stasc.loop  # noqa: E402
 from stasc.config import StascConfig  # noqa: E402
 from stasc.decoding import DecodeSettings  # noqa: E402
 from stasc.loop import StascRun  # noqa: E402
-from stasc.policy import Policy  # noqa: E402
+from stasc.modeling.policy import Policy  # noqa: E402
 from stasc.core.prompts import Message  # noqa: E402
-from stasc.tokenization import IGNORE_INDEX, render_prompt, tokenize_conversation  # noqa: E402
+from stasc.modeling.tokenization import IGNORE_INDEX, render_prompt, tokenize_conversation  # noqa: E402
 from stasc.training import TrainingReport, train_adapter  # noqa: E402
 
 TEXTBOOK_BATCH = 64  # sequences per generate call, as in bench/generation.py

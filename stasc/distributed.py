@@ -27,7 +27,7 @@ from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
-from stasc.policy import Policy
+from stasc.modeling.policy import Policy
 from stasc.core.prompts import Message
 from stasc.vllm_backend import SharesGpuMemory
 

@@ -14,9 +14,9 @@ import torch
 from tqdm.auto import tqdm
 
 from stasc.decoding import DecodeSettings, decode, stop_token_ids
-from stasc.policy import Policy
+from stasc.modeling.policy import Policy
 from stasc.core.prompts import Message
-from stasc.tokenization import render_prompt
+from stasc.modeling.tokenization import render_prompt
 
 logger = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ from stasc.core.filtering import count_transitions, keep_correction
 from stasc.generation import SamplingSettings, TransformersSampler
 from stasc.manifest import FORMAT_VERSION, format_table, manifest_path, read_manifest, write_manifest
 from stasc.core.metrics import iteration_metrics
-from stasc.models import load_model, load_tokenizer, pick_dtype, resolve_model_path
-from stasc.policy import Policy
+from stasc.modeling.models import load_model, load_tokenizer, pick_dtype, resolve_model_path
+from stasc.modeling.policy import Policy
 from stasc.core.prompts import Message, correction_messages, initial_messages, training_messages
 from stasc.core.rewards import binary_reward, score_output
 from stasc.storage import atomic_directory, read_parquet, remove_leftovers, write_json, write_parquet

@@ -125,7 +125,7 @@ def load_iteration(source: RunSource, iteration: int, *, dtype: str = "auto") ->
     """Load base model + adapter of one iteration (iteration 0 is the base model itself)."""
     from peft import PeftModel
 
-    from stasc.models import load_model, load_tokenizer, pick_dtype, resolve_model_path
+    from stasc.modeling.models import load_model, load_tokenizer, pick_dtype, resolve_model_path
 
     manifest = load_run_manifest(source)
     config = manifest["config"]

@@ -26,7 +26,7 @@ from typing import Any
 from stasc.errors import StascError
 from stasc.hub import BUNDLED_HUB_ID, check_repo_id
 from stasc.manifest import check_manifest
-from stasc.models import BUNDLED_MODEL
+from stasc.modeling.models import BUNDLED_MODEL
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """LoRA fine-tuning of one iteration's kept corrections with transformers' Trainer.
 
-Only the final correction turn carries labels (see stasc.tokenization); base weights are
+Only the final correction turn carries labels (see stasc.modeling.tokenization); base weights are
 frozen by PEFT, so each iteration's result is a few MB of adapter.
 """
 
@@ -22,9 +22,9 @@ from stasc.config import StascConfig
 from stasc.decoding import MIN_SHARED_PREFIX
 from stasc.distributed import current_processes
 from stasc.errors import StascError
-from stasc.policy import Policy
+from stasc.modeling.policy import Policy
 from stasc.core.prompts import Message
-from stasc.tokenization import IGNORE_INDEX, tokenize_conversation
+from stasc.modeling.tokenization import IGNORE_INDEX, tokenize_conversation
 
 logger = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from transformers import PreTrainedTokenizerBase
 
 from stasc.config import StascConfig
 from stasc.errors import StascError
-from stasc.models import pick_dtype
+from stasc.modeling.models import pick_dtype
 from stasc.core.prompts import Message
-from stasc.tokenization import render_prompt
+from stasc.modeling.tokenization import render_prompt
 
 logger = logging.getLogger(__name__)
 

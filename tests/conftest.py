@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-from stasc.models import resolve_model_path
+from stasc.modeling.models import resolve_model_path
 
 CITIES = ("Paris", "London", "Rome")
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

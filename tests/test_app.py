@@ -29,7 +29,7 @@ from stasc.manifest import TRANSITIONS, read_manifest
 from stasc.core.prompts import correction_messages, initial_messages
 from stasc.core.rewards import in_accuracy
 from stasc.sources import RunSource, load_iteration
-from stasc.tokenization import render_prompt
+from stasc.modeling.tokenization import render_prompt
 
 from conftest import free_port
 

@@ -25,8 +25,8 @@ from stasc.config import StascConfig
 from stasc.distributed import Processes, current_processes, full_adapter_state
 from stasc.loop import lora_config
 from stasc.manifest import read_manifest
-from stasc.models import load_model, load_tokenizer
-from stasc.policy import Policy
+from stasc.modeling.models import load_model, load_tokenizer
+from stasc.modeling.policy import Policy
 from stasc.training import optimizer_steps
 from test_loop import make_config
 

@@ -7,7 +7,7 @@ from transformers import AutoTokenizer
 
 from stasc.errors import StascError
 from stasc.core.prompts import training_messages
-from stasc.tokenization import IGNORE_INDEX, tokenize_conversation
+from stasc.modeling.tokenization import IGNORE_INDEX, tokenize_conversation
 
 LLAMA3_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"

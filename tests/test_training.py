@@ -12,10 +12,10 @@ from transformers import TrainingArguments
 import stasc.training
 from stasc.config import StascConfig
 from stasc.loop import lora_config
-from stasc.models import load_model, load_tokenizer
-from stasc.policy import Policy
+from stasc.modeling.models import load_model, load_tokenizer
+from stasc.modeling.policy import Policy
 from stasc.core.prompts import training_messages
-from stasc.tokenization import tokenize_conversation
+from stasc.modeling.tokenization import tokenize_conversation
 from stasc.training import (
     EAGER_ATTENTION_MAX_TOKENS,
     MIN_SHARED_PREFIX,

@@ -26,10 +26,10 @@ from stasc.distributed import Processes, ShardedSampler
 from stasc.errors import StascError
 from stasc.loop import PolicySampler, StascRun, make_sampler
 from stasc.manifest import read_manifest
-from stasc.models import load_model, load_tokenizer
-from stasc.policy import Policy
+from stasc.modeling.models import load_model, load_tokenizer
+from stasc.modeling.policy import Policy
 from stasc.core.prompts import correction_messages, initial_messages
-from stasc.tokenization import render_prompt
+from stasc.modeling.tokenization import render_prompt
 from stasc.vllm_backend import VLLMSampler, check_backend, engine_arguments, gpu_handover, vllm_lora_rank
 from test_loop import make_config
 

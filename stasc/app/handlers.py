@@ -24,7 +24,7 @@ from stasc.app.engine import Engine
 from stasc.decoding import DecodeSettings
 from stasc.errors import StascError
 from stasc.manifest import TRANSITIONS
-from stasc.models import BUNDLED_NAME
+from stasc.modeling.models import BUNDLED_NAME
 from stasc.core.prompts import Message, correction_messages, initial_messages
 from stasc.core.rewards import extract_answer, score_output
 from stasc.sources import load_evaluation

@@ -36,7 +36,7 @@ from bench.generation import plain_generate  # noqa: E402
 from bench.training import plain_trainer  # noqa: E402
 import stasc.loop  # noqa: E402
 from stasc.config import StascConfig  # noqa: E402
-from stasc.decoding import DecodeSettings  # noqa: E402
+from stasc.sampling.cpu_engine.decoding import DecodeSettings  # noqa: E402
 from stasc.loop import StascRun  # noqa: E402
 from stasc.modeling.policy import Policy  # noqa: E402
 from stasc.core.prompts import Message  # noqa: E402

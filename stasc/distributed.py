@@ -29,7 +29,7 @@ from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
 from stasc.modeling.policy import Policy
 from stasc.core.prompts import Message
-from stasc.vllm_backend import SharesGpuMemory
+from stasc.sampling.vllm import SharesGpuMemory
 
 
 class Processes:

@@ -32,7 +32,7 @@ from stasc.data import QAExample, load_qa_splits
 from stasc.distributed import ShardedSampler, current_processes
 from stasc.errors import StascError
 from stasc.core.filtering import count_transitions, keep_correction
-from stasc.generation import SamplingSettings, TransformersSampler
+from stasc.sampling.transformers import SamplingSettings, TransformersSampler
 from stasc.manifest import FORMAT_VERSION, format_table, manifest_path, read_manifest, write_manifest
 from stasc.core.metrics import iteration_metrics
 from stasc.modeling.models import load_model, load_tokenizer, pick_dtype, resolve_model_path
@@ -41,7 +41,7 @@ from stasc.core.prompts import Message, correction_messages, initial_messages, t
 from stasc.core.rewards import binary_reward, score_output
 from stasc.storage import atomic_directory, read_parquet, remove_leftovers, write_json, write_parquet
 from stasc.training import train_adapter
-from stasc.vllm_backend import check_backend, gpu_handover
+from stasc.sampling.vllm import check_backend, gpu_handover
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def make_sampler(config: StascConfig, policy: Policy, model_path: str) -> Sample
     processes = current_processes()
     sampler: Sampler
     if config.backend == "vllm":
-        from stasc.vllm_backend import VLLMSampler
+        from stasc.sampling.vllm import VLLMSampler
 
         sampler = VLLMSampler(config, model_path, policy.tokenizer, launched=processes.count > 1)
         group_size = config.tensor_parallel_size

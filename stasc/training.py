@@ -19,7 +19,7 @@ from peft.helpers import disable_input_dtype_casting
 from transformers import DataCollatorForSeq2Seq, DynamicCache, Trainer, TrainingArguments
 
 from stasc.config import StascConfig
-from stasc.decoding import MIN_SHARED_PREFIX
+from stasc.sampling.cpu_engine.decoding import MIN_SHARED_PREFIX
 from stasc.distributed import current_processes
 from stasc.errors import StascError
 from stasc.modeling.policy import Policy

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import transformers  # noqa: E402
 
-import stasc.generation  # noqa: E402
+import stasc.sampling.transformers  # noqa: E402
 import stasc.loop  # noqa: E402
 import stasc.storage  # noqa: E402
 from stasc.cli import train_main  # noqa: E402
@@ -43,7 +43,7 @@ def main() -> int:
             os.kill(os.getpid(), signal.SIGKILL)
 
     if kind == "batch":
-        sample, generate_batch = stasc.generation.TransformersSampler.sample, stasc.generation.TransformersSampler._generate_batch
+        sample, generate_batch = stasc.sampling.transformers.TransformersSampler.sample, stasc.sampling.transformers.TransformersSampler._generate_batch
         current = {"desc": None}
 
         def tracked_sample(self, conversations, num_samples, *, seed, desc):
@@ -55,8 +55,8 @@ def main() -> int:
                 reached()
             return generate_batch(self, *args, **kwargs)
 
-        stasc.generation.TransformersSampler.sample = tracked_sample
-        stasc.generation.TransformersSampler._generate_batch = killing_batch
+        stasc.sampling.transformers.TransformersSampler.sample = tracked_sample
+        stasc.sampling.transformers.TransformersSampler._generate_batch = killing_batch
     elif kind == "filter":
         keep = stasc.loop.keep_correction
 

@@ -62,7 +62,7 @@ def test_bundled_model_answers_easy_questions(smollm_tokenizer_dir: Path) -> Non
     from peft import LoraConfig
 
     from stasc.config import DEFAULT_INSTRUCTIONS
-    from stasc.generation import SamplingSettings, TransformersSampler
+    from stasc.sampling.transformers import SamplingSettings, TransformersSampler
     from stasc.modeling.policy import Policy
     from stasc.core.prompts import initial_messages
     from stasc.core.rewards import in_accuracy

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from conftest import CITIES
-from stasc import vllm_backend
+from stasc.sampling import vllm as vllm_backend
 from stasc.cli import train_main
 from stasc.config import StascConfig
 from stasc.distributed import Processes, ShardedSampler
@@ -30,7 +30,7 @@ from stasc.modeling.models import load_model, load_tokenizer
 from stasc.modeling.policy import Policy
 from stasc.core.prompts import correction_messages, initial_messages
 from stasc.modeling.tokenization import render_prompt
-from stasc.vllm_backend import VLLMSampler, check_backend, engine_arguments, gpu_handover, vllm_lora_rank
+from stasc.sampling.vllm import VLLMSampler, check_backend, engine_arguments, gpu_handover, vllm_lora_rank
 from test_loop import make_config
 
 

@@ -20,7 +20,7 @@ import torch
 from transformers import PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from stasc.app.catalog import AdapterRef, ModelTarget
-from stasc.decoding import DecodeSettings
+from stasc.sampling.cpu_engine.decoding import DecodeSettings
 from stasc.errors import StascError
 from stasc.core.prompts import Message
 from stasc.modeling.tokenization import render_prompt

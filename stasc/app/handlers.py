@@ -21,7 +21,7 @@ import pandas as pd
 
 from stasc.app.catalog import Catalog, ModelTarget, RunView
 from stasc.app.engine import Engine
-from stasc.decoding import DecodeSettings
+from stasc.sampling.cpu_engine.decoding import DecodeSettings
 from stasc.errors import StascError
 from stasc.manifest import TRANSITIONS
 from stasc.modeling.models import BUNDLED_NAME

@@ -4,10 +4,10 @@ What it saves, measured in bench/generation.py:
 - each prompt is prefilled once and its KV cache copied for its samples
   (generate prefills every sample separately), and the tokens all prompts of a batch start
   with (system prompt, instructions) are prefilled once for the whole batch and kept once,
-  not copied into every row (stasc.prefix_attention; models with attention it does not
+  not copied into every row (stasc.sampling.cpu_engine.prefix_attention; models with attention it does not
   reproduce, e.g. sliding windows, prefill whole prompts per row instead);
 - prompts are prefilled in groups of similar length, not all padded to the longest (for Llama
-  models, stasc.llama_steps runs all prompts' tokens end to end through every product instead);
+  models, stasc.sampling.cpu_engine.llama_steps runs all prompts' tokens end to end through every product instead);
 - the samples of a prompt share one row for as long as they have drawn the same tokens
   (a row's logits are the same for all of them; each still draws its own next token), and a
   row splits when its samples draw different tokens: with four samples per prompt, 15% fewer
@@ -15,15 +15,15 @@ What it saves, measured in bench/generation.py:
 - rows whose samples all produced end-of-turn leave the batch, so later steps run on fewer rows
   (generate keeps computing padding for them until the longest row ends); unfinished rows
   from the end move into their places, so the cache is not copied whole to drop them
-  (stasc.row_compaction);
+  (stasc.sampling.cpu_engine.row_compaction);
 - the prompt's last position reaches the output layer as a contiguous matrix (with a frozen,
   tied output layer, as under PEFT, torch would otherwise copy the layer's weights once per row:
   7 GB for 128 prompts of the bundled model);
-- bfloat16 linear layers multiply with weights packed once for oneDNN (stasc.packed_weights),
+- bfloat16 linear layers multiply with weights packed once for oneDNN (stasc.sampling.cpu_engine.packed_weights),
   instead of plain-layout weights at every step;
 - for Llama models the prompts and the decode steps skip transformers' forward: fused q/k/v and
   gate/up products, weights packed once per call, and a rotary table computed once
-  (stasc.llama_steps); other models run through their own forward;
+  (stasc.sampling.cpu_engine.llama_steps); other models run through their own forward;
 - top-p is computed over a top-k shortlist when the shortlist already holds the
   nucleus (exact; rows where it does not fall back to a full sort), instead of sorting
   the whole vocabulary for every row at every step, in float32 buffers reused across steps;
@@ -40,15 +40,15 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from stasc.llama_steps import LlamaSteps, LlamaWeights, prefill, prefill_shared_prefix, supports_llama_steps
-from stasc.packed_weights import packed_linear_weights
-from stasc.prefix_attention import (
+from stasc.sampling.cpu_engine.llama_steps import LlamaSteps, LlamaWeights, prefill, prefill_shared_prefix, supports_llama_steps
+from stasc.sampling.cpu_engine.packed_weights import packed_linear_weights
+from stasc.sampling.cpu_engine.prefix_attention import (
     SharedPrefix,
     shared_prefix_attention_enabled,
     supports_shared_prefix_attention,
 )
-from stasc.row_compaction import moved_rows
-from stasc.shared_rows import regrouped, sample_groups
+from stasc.sampling.cpu_engine.row_compaction import moved_rows
+from stasc.sampling.cpu_engine.shared_rows import regrouped, sample_groups
 
 # the top 32 hold the nucleus (top-p 0.9, T 0.6) in 99.5% of the bundled model's rows; topk of 256 took 2.3x as long
 SHORTLIST = 32

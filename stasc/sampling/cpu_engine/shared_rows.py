@@ -4,7 +4,7 @@ Samples that have drawn the same tokens so far have the same keys, values and ne
 logits, so one row computes them for all; each sample still draws its own next token from the
 row's distribution. When a row's samples draw different tokens the row splits: the first token
 keeps the row, each other token gets a copy of it, appended after the rows. When all of a row's
-samples have stopped, the row leaves the batch (stasc.row_compaction). With four samples of the
+samples have stopped, the row leaves the batch (stasc.sampling.cpu_engine.row_compaction). With four samples of the
 bundled model at temperature 0.6, top-p 0.9, the benchmark's 256 sequences take about 15% fewer
 row-steps than one row per sample (bench/generation.py counts them), most of them in the first
 steps, when the batch is widest.
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from stasc.row_compaction import compaction_moves
+from stasc.sampling.cpu_engine.row_compaction import compaction_moves
 
 
 def sample_groups(num_prompts: int, num_samples: int) -> list[list[int]]:

@@ -1,7 +1,7 @@
 """Sampling many answers for many prompts in batches.
 
 Prompts are sorted by length so each batch pads little, and all samples of one prompt
-share a batch (and its prompt computation, see stasc.decoding).
+share a batch (and its prompt computation, see stasc.sampling.cpu_engine.decoding).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from stasc.decoding import DecodeSettings, decode, stop_token_ids
+from stasc.sampling.cpu_engine.decoding import DecodeSettings, decode, stop_token_ids
 from stasc.modeling.policy import Policy
 from stasc.core.prompts import Message
 from stasc.modeling.tokenization import render_prompt

@@ -12,7 +12,7 @@ The scores are computed as eager attention does, with the query heads of a key/v
 folded into one matrix product. For one new token per row this is also faster than the CPU
 SDPA kernel at these widths (bench/generation.py times it).
 
-Used by stasc.decoding for models whose attention this reproduces exactly: full attention,
+Used by stasc.sampling.cpu_engine.decoding for models whose attention this reproduces exactly: full attention,
 no logit soft-capping, no sliding window, no attention sinks; others keep their own attention.
 """
 

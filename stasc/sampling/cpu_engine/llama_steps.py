@@ -4,11 +4,11 @@ transformers' forward runs each decode step through its modules, a cache object 
 attention mask; here one step is the same arithmetic with less around it:
 - q, k and v come from one matrix product, and gate and up from another (4 products per layer
   instead of 7), their weights concatenated and packed for oneDNN once per `decode` call
-  (stasc.packed_weights; a plain LoRA adapter is merged in first);
+  (stasc.sampling.cpu_engine.packed_weights; a plain LoRA adapter is merged in first);
 - rotary embeddings come from a table computed once by the model's own rotary module, and are
   applied to queries and keys together;
 - the additive attention mask grows by one column per step; attention is
-  stasc.prefix_attention's (the shared prompt prefix kept once).
+  stasc.sampling.cpu_engine.prefix_attention's (the shared prompt prefix kept once).
 The prompts run through the same weights (`prefill`): their tokens one after another in one
 matrix for every product, so no product computes padding (padding exists only inside attention,
 where each prompt's keys sit in a row of their own, as wide as the longest prompt of its group of
@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import torch
 from transformers import LlamaForCausalLM
 
-from stasc.packed_weights import FrozenLinear, effective_weight, is_one_matrix
-from stasc.prefix_attention import SharedPrefix, shared_prefix_attention, transformers_model
-from stasc.row_compaction import moved_rows
+from stasc.sampling.cpu_engine.packed_weights import FrozenLinear, effective_weight, is_one_matrix
+from stasc.sampling.cpu_engine.prefix_attention import SharedPrefix, shared_prefix_attention, transformers_model
+from stasc.sampling.cpu_engine.row_compaction import moved_rows
 
 DYNAMIC_ROPE = ("dynamic", "longrope")  # rotary frequencies that change with the sequence length: no fixed table
 

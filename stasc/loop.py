@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pandas as pd
 from peft import LoraConfig
@@ -29,10 +29,11 @@ from peft import LoraConfig
 from stasc import __version__
 from stasc.config import StascConfig
 from stasc.data import QAExample, load_qa_splits
-from stasc.distributed import ShardedSampler, current_processes
+from stasc.distributed import current_processes
 from stasc.errors import StascError
 from stasc.core.filtering import count_transitions, keep_correction
-from stasc.sampling.transformers import SamplingSettings, TransformersSampler
+from stasc.sampling.base import Sampler, gpu_handover
+from stasc.sampling.factory import make_sampler
 from stasc.manifest import FORMAT_VERSION, format_table, manifest_path, read_manifest, write_manifest
 from stasc.core.metrics import iteration_metrics
 from stasc.modeling.models import load_model, load_tokenizer, pick_dtype, resolve_model_path
@@ -41,7 +42,7 @@ from stasc.core.prompts import Message, correction_messages, initial_messages, t
 from stasc.core.rewards import binary_reward, score_output
 from stasc.storage import atomic_directory, read_parquet, remove_leftovers, write_json, write_parquet
 from stasc.training import train_adapter
-from stasc.sampling.vllm import check_backend, gpu_handover
+from stasc.sampling.vllm import check_backend
 
 logger = logging.getLogger(__name__)
 
@@ -57,47 +58,6 @@ RESUMABLE_CHANGES = frozenset(
     {"iterations", "output_dir", "log_level", "report_to", "model_cache_dir", "push_to_hub", "hub_private"}
 )
 STEP_SEEDS = {"initial": 1, "corrections": 2, "train": 3, "eval_initial": 4, "eval_corrections": 5}
-
-
-class Sampler(Protocol):
-    """Anything that draws answers from M0 (adapter None) or from M0 + a saved adapter."""
-
-    def sample(
-        self, conversations: Sequence[Sequence[Message]], num_samples: int, *, adapter: Path | None, seed: int, desc: str
-    ) -> list[list[str]]: ...
-
-
-class PolicySampler:
-    """The transformers backend: generates with the in-memory policy after loading the adapter."""
-
-    def __init__(self, policy: Policy, settings: SamplingSettings) -> None:
-        self.policy = policy
-        self.sampler = TransformersSampler(policy, settings)
-
-    def sample(
-        self, conversations: Sequence[Sequence[Message]], num_samples: int, *, adapter: Path | None, seed: int, desc: str
-    ) -> list[list[str]]:
-        self.policy.activate(adapter)
-        return self.sampler.sample(conversations, num_samples, seed=seed, desc=desc)
-
-
-def make_sampler(config: StascConfig, policy: Policy, model_path: str) -> Sampler:
-    """The sampling backend the config asks for (check_backend has accepted it), shared out
-    over the processes when `accelerate launch` started several."""
-    processes = current_processes()
-    sampler: Sampler
-    if config.backend == "vllm":
-        from stasc.sampling.vllm import VLLMSampler
-
-        sampler = VLLMSampler(config, model_path, policy.tokenizer, launched=processes.count > 1)
-        group_size = config.tensor_parallel_size
-    else:
-        settings = SamplingSettings(
-            config.max_new_tokens, config.temperature, config.top_p, config.generation_batch_size
-        )
-        sampler = PolicySampler(policy, settings)
-        group_size = 1
-    return sampler if processes.count == 1 else ShardedSampler(sampler, processes, group_size)
 
 
 def iteration_dir(run_dir: Path, iteration: int) -> Path:

@@ -71,7 +71,8 @@ SHARDING = """
     import json, os, time
     from pathlib import Path
     import torch
-    from stasc.distributed import ShardedSampler, current_processes
+    from stasc.distributed import current_processes
+    from stasc.sampling.sharded import ShardedSampler
 
     class EchoSampler:
         def __init__(self):

@@ -22,15 +22,19 @@ from conftest import CITIES
 from stasc.sampling import vllm as vllm_backend
 from stasc.cli import train_main
 from stasc.config import StascConfig
-from stasc.distributed import Processes, ShardedSampler
+from stasc.distributed import Processes
 from stasc.errors import StascError
-from stasc.loop import PolicySampler, StascRun, make_sampler
+from stasc.loop import StascRun
+from stasc.sampling.base import gpu_handover
+from stasc.sampling.factory import make_sampler
+from stasc.sampling.sharded import ShardedSampler
+from stasc.sampling.transformers import PolicySampler
 from stasc.manifest import read_manifest
 from stasc.modeling.models import load_model, load_tokenizer
 from stasc.modeling.policy import Policy
 from stasc.core.prompts import correction_messages, initial_messages
 from stasc.modeling.tokenization import render_prompt
-from stasc.sampling.vllm import VLLMSampler, check_backend, engine_arguments, gpu_handover, vllm_lora_rank
+from stasc.sampling.vllm import VLLMSampler, check_backend, engine_arguments, vllm_lora_rank
 from test_loop import make_config
 
 
@@ -283,7 +287,7 @@ def test_make_sampler_picks_the_backend(fake_vllm, tiny_policy, monkeypatch) -> 
     vllm = make_sampler(vllm_config(), tiny_policy, "/models/tiny")
     assert isinstance(vllm, VLLMSampler) and "distributed_executor_backend" not in vllm.llm.kwargs
 
-    monkeypatch.setattr("stasc.loop.current_processes", lambda: Processes(count=4, index=1))
+    monkeypatch.setattr("stasc.sampling.factory.current_processes", lambda: Processes(count=4, index=1))
     sharded = make_sampler(vllm_config(tensor_parallel_size=2), tiny_policy, "/models/tiny")
     assert isinstance(sharded, ShardedSampler) and sharded.group_size == 2
     assert sharded.inner.llm.kwargs["distributed_executor_backend"] == "external_launcher"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from dataclasses import dataclass
 
 import torch
@@ -68,3 +69,17 @@ class TransformersSampler:
             pad_token_id=tokenizer.pad_token_id, stop_ids=self.stop_ids, seed=seed, suppress_ids=self.suppress_ids,
         )
         return [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+class PolicySampler:
+    """The transformers backend: generates with the in-memory policy after loading the adapter."""
+
+    def __init__(self, policy: Policy, settings: SamplingSettings) -> None:
+        self.policy = policy
+        self.sampler = TransformersSampler(policy, settings)
+
+    def sample(
+        self, conversations: Sequence[Sequence[Message]], num_samples: int, *, adapter: Path | None, seed: int, desc: str
+    ) -> list[list[str]]:
+        self.policy.activate(adapter)
+        return self.sampler.sample(conversations, num_samples, seed=seed, desc=desc)

@@ -12,14 +12,13 @@ vllm is imported only when this backend is used: it is an optional extra that ne
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import importlib.util
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -35,15 +34,6 @@ logger = logging.getLogger(__name__)
 INSTALL_HINT = "pip install 'stasc[vllm]' (or pip install -r requirements-vllm.txt)"
 # The ranks vLLM's LoRA kernels accept (vllm.config.lora.MaxLoRARanks); the engine is sized to the smallest that fits.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-
-
-@runtime_checkable
-class SharesGpuMemory(Protocol):
-    """A sampler that holds GPU memory between calls and can hand it over to fine-tuning."""
-
-    def release(self) -> None: ...
-
-    def reclaim(self) -> None: ...
 
 
 def visible_gpus() -> int:
@@ -144,13 +134,7 @@ class VLLMSampler:
         self.llm = LLM(**arguments)
 
     def sample(
-        self,
-        conversations: Sequence[Sequence[Message]],
-        num_samples: int,
-        *,
-        adapter: Path | None,
-        seed: int,
-        desc: str,
+        self, conversations: Sequence[Sequence[Message]], num_samples: int, *, adapter: Path | None, seed: int, desc: str
     ) -> list[list[str]]:
         """num_samples continuations of each conversation, in the order given.
 
@@ -200,16 +184,3 @@ class VLLMSampler:
         gc.collect()
         torch.cuda.empty_cache()
         self.llm.wake_up()
-
-
-@contextlib.contextmanager
-def gpu_handover(sampler: object) -> Iterator[None]:
-    """Lend a sampler's GPU memory to fine-tuning for the duration of the block (a no-op for other samplers)."""
-    if not isinstance(sampler, SharesGpuMemory):
-        yield
-        return
-    sampler.release()
-    try:
-        yield
-    finally:
-        sampler.reclaim()

@@ -41,7 +41,7 @@ from stasc.loop import StascRun  # noqa: E402
 from stasc.modeling.policy import Policy  # noqa: E402
 from stasc.core.prompts import Message  # noqa: E402
 from stasc.modeling.tokenization import IGNORE_INDEX, render_prompt, tokenize_conversation  # noqa: E402
-from stasc.training import TrainingReport, train_adapter  # noqa: E402
+from stasc.training.lora import TrainingReport, train_adapter  # noqa: E402
 
 TEXTBOOK_BATCH = 64  # sequences per generate call, as in bench/generation.py
 

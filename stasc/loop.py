@@ -41,7 +41,7 @@ from stasc.modeling.policy import Policy
 from stasc.core.prompts import Message, correction_messages, initial_messages, training_messages
 from stasc.core.rewards import binary_reward, score_output
 from stasc.storage import atomic_directory, read_parquet, remove_leftovers, write_json, write_parquet
-from stasc.training import train_adapter
+from stasc.training.lora import train_adapter
 from stasc.sampling.vllm import check_backend
 
 logger = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from stasc.loop import lora_config
 from stasc.manifest import read_manifest
 from stasc.modeling.models import load_model, load_tokenizer
 from stasc.modeling.policy import Policy
-from stasc.training import optimizer_steps
+from stasc.training.lora import optimizer_steps
 from test_loop import make_config
 
 ROOT = Path(__file__).resolve().parents[1]

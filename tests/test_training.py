@@ -9,14 +9,14 @@ import pytest
 import torch
 from transformers import TrainingArguments
 
-import stasc.training
+import stasc.training.lora
 from stasc.config import StascConfig
 from stasc.loop import lora_config
 from stasc.modeling.models import load_model, load_tokenizer
 from stasc.modeling.policy import Policy
 from stasc.core.prompts import training_messages
 from stasc.modeling.tokenization import tokenize_conversation
-from stasc.training import (
+from stasc.training.lora import (
     EAGER_ATTENTION_MAX_TOKENS,
     MIN_SHARED_PREFIX,
     CorrectionTrainer,
@@ -49,7 +49,7 @@ def test_loss_on_supervised_positions_equals_the_models_own_loss(
 ) -> None:
     """The trainer's loss (shared prefix, logits only where needed, per-batch attention) against the
     model's own forward with its own SDPA attention."""
-    monkeypatch.setattr(stasc.training, "EAGER_ATTENTION_MAX_TOKENS", eager_up_to)
+    monkeypatch.setattr(stasc.training.lora, "EAGER_ATTENTION_MAX_TOKENS", eager_up_to)
     rows = [tokenize_conversation(policy.tokenizer, conversation) for conversation in CONVERSATIONS]
     with torch.no_grad():  # LoRA B is zero at start; move it so adapters take part in the comparison
         for name, parameter in policy.model.named_parameters():

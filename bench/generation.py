@@ -36,7 +36,7 @@ from bench.common import append_result, matmul_gflops  # noqa: E402
 from stasc.config import DEFAULT_INSTRUCTIONS, StascConfig  # noqa: E402
 from stasc.data import load_qa_splits  # noqa: E402
 from stasc.sampling.cpu_engine.decoding import DecodeSettings, decode, stop_token_ids  # noqa: E402
-from stasc.loop import lora_config  # noqa: E402
+from stasc.run.loop import lora_config  # noqa: E402
 from stasc.modeling.models import load_model, load_tokenizer, pick_dtype, resolve_model_path  # noqa: E402
 from stasc.core.prompts import initial_messages  # noqa: E402
 

@@ -33,7 +33,7 @@ import stasc.training.lora  # noqa: E402
 from bench.common import append_result  # noqa: E402
 from stasc.config import DEFAULT_CORRECTION_INSTRUCTIONS, DEFAULT_INSTRUCTIONS, StascConfig  # noqa: E402
 from stasc.data import load_qa_splits  # noqa: E402
-from stasc.loop import lora_config  # noqa: E402
+from stasc.run.loop import lora_config  # noqa: E402
 from stasc.modeling.models import load_model, load_tokenizer, pick_dtype, resolve_model_path  # noqa: E402
 from stasc.modeling.policy import Policy  # noqa: E402
 from stasc.core.prompts import training_messages  # noqa: E402

@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not report.pushed:
                 print(f"Nothing to push: iterations {report.already_there} are already on {report.repo_id}.")
         else:
-            from stasc.manifest import format_table
+            from stasc.run.manifest import format_table
             from stasc.sources import RunSource, list_iterations
 
             print(format_table(list_iterations(RunSource(args.source, args.revision))))

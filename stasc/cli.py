@@ -41,7 +41,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     try:
         config = config_from_args(argv, TRAIN_DESCRIPTION)
         setup_logging(config.log_level)
-        from stasc.loop import run_stasc  # heavy imports only after the flags are valid
+        from stasc.run.loop import run_stasc  # heavy imports only after the flags are valid
 
         try:
             run_stasc(config)

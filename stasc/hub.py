@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from stasc.errors import StascError
-from stasc.manifest import TRANSITIONS, read_manifest
-from stasc.storage import write_json
+from stasc.run.manifest import TRANSITIONS, read_manifest
+from stasc.run.storage import write_json
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import pandas as pd
 
 from stasc.errors import StascError
 from stasc.hub import check_repo_id, iteration_folder
-from stasc.manifest import check_manifest, read_manifest
-from stasc.storage import read_parquet
+from stasc.run.manifest import check_manifest, read_manifest
+from stasc.run.storage import read_parquet
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Any
 
 from stasc.errors import StascError
 from stasc.hub import BUNDLED_HUB_ID, check_repo_id
-from stasc.manifest import check_manifest
+from stasc.run.manifest import check_manifest
 from stasc.modeling.models import BUNDLED_MODEL
 
 logger = logging.getLogger(__name__)

@@ -86,7 +86,7 @@ def city_questions(tmp_path: Path) -> tuple[Path, Path]:
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
     """A finished 2-iteration run of the tiny model (read-only for tests: copy it to modify it)."""
     from stasc.config import StascConfig
-    from stasc.loop import StascRun
+    from stasc.run.loop import StascRun
 
     directory = tmp_path_factory.mktemp("tiny-run")
     train = [{"id": f"q{i}", "question": f"Which city is number {i}?", "answers": [CITIES[i % 3]]} for i in range(8)]

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import transformers  # noqa: E402
 
 import stasc.sampling.transformers  # noqa: E402
-import stasc.loop  # noqa: E402
-import stasc.storage  # noqa: E402
+import stasc.run.loop  # noqa: E402
+import stasc.run.storage  # noqa: E402
 from stasc.cli import train_main  # noqa: E402
 
 
@@ -58,13 +58,13 @@ def main() -> int:
         stasc.sampling.transformers.TransformersSampler.sample = tracked_sample
         stasc.sampling.transformers.TransformersSampler._generate_batch = killing_batch
     elif kind == "filter":
-        keep = stasc.loop.keep_correction
+        keep = stasc.run.loop.keep_correction
 
         def killing_keep(*args, **kwargs):
             reached()
             return keep(*args, **kwargs)
 
-        stasc.loop.keep_correction = killing_keep
+        stasc.run.loop.keep_correction = killing_keep
     elif kind == "train_step":
         step = transformers.Trainer.training_step
 
@@ -81,7 +81,7 @@ def main() -> int:
                 reached()
             return replace(source, destination, *args, **kwargs)
 
-        stasc.storage.os.replace = killing_replace
+        stasc.run.storage.os.replace = killing_replace
     else:
         raise SystemExit(f"unknown kill point {point!r}")
     return train_main(train_args)

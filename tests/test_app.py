@@ -25,7 +25,7 @@ from stasc.app.engine import Engine
 from stasc.app.handlers import CORRECTION_TITLE, Handlers, builtin_examples, model_conversation, normalize_history
 from stasc.app.ui import launch
 from stasc.errors import StascError
-from stasc.manifest import TRANSITIONS, read_manifest
+from stasc.run.manifest import TRANSITIONS, read_manifest
 from stasc.core.prompts import correction_messages, initial_messages
 from stasc.core.rewards import in_accuracy
 from stasc.sources import RunSource, load_iteration

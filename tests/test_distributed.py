@@ -23,8 +23,8 @@ from conftest import free_port
 from stasc import distributed
 from stasc.config import StascConfig
 from stasc.distributed import Processes, current_processes, full_adapter_state
-from stasc.loop import lora_config
-from stasc.manifest import read_manifest
+from stasc.run.loop import lora_config
+from stasc.run.manifest import read_manifest
 from stasc.modeling.models import load_model, load_tokenizer
 from stasc.modeling.policy import Policy
 from stasc.training.lora import optimizer_steps
@@ -190,7 +190,7 @@ LOOP = """
     import json, os, sys
     import torch
     from stasc.config import StascConfig
-    from stasc.loop import StascRun
+    from stasc.run.loop import StascRun
 
     config = StascConfig(**json.loads(sys.argv[1]))
     run = StascRun(config)

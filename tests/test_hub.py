@@ -14,7 +14,7 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from stasc.errors import StascError
 from stasc.hub import check_repo_id, push_run
-from stasc.manifest import read_manifest
+from stasc.run.manifest import read_manifest
 
 REPO = "stasc-test/tiny-run"
 SECRET = "hf_SECRETtoken1234567890abcdef"

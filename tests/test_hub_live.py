@@ -20,7 +20,7 @@ def test_push_and_pull_through_the_real_hub(tiny_run: Path, tmp_path: Path) -> N
     from huggingface_hub import HfApi
 
     from stasc.hub import push_run
-    from stasc.manifest import read_manifest
+    from stasc.run.manifest import read_manifest
     from stasc.sources import RunSource, list_iterations, load_iteration
 
     api = HfApi()

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from stasc.errors import StascError
-from stasc.manifest import read_manifest
+from stasc.run.manifest import read_manifest
 from stasc.sources import RunSource, list_iterations, load_evaluation, load_iteration
 
 from conftest import HUB_REPO as REPO

@@ -22,7 +22,7 @@ from stasc.app.engine import Engine
 from stasc.app.handlers import Handlers
 from stasc.errors import StascError
 from stasc.hub import BUNDLED_HUB_ID
-from stasc.manifest import read_manifest
+from stasc.run.manifest import read_manifest
 
 from conftest import HUB_REPO, free_port
 from test_app import app_environment, last, wait_for_port

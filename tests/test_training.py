@@ -11,7 +11,7 @@ from transformers import TrainingArguments
 
 import stasc.training.lora
 from stasc.config import StascConfig
-from stasc.loop import lora_config
+from stasc.run.loop import lora_config
 from stasc.modeling.models import load_model, load_tokenizer
 from stasc.modeling.policy import Policy
 from stasc.core.prompts import training_messages

@@ -24,12 +24,12 @@ from stasc.cli import train_main
 from stasc.config import StascConfig
 from stasc.distributed import Processes
 from stasc.errors import StascError
-from stasc.loop import StascRun
+from stasc.run.loop import StascRun
 from stasc.sampling.base import gpu_handover
 from stasc.sampling.factory import make_sampler
 from stasc.sampling.sharded import ShardedSampler
 from stasc.sampling.transformers import PolicySampler
-from stasc.manifest import read_manifest
+from stasc.run.manifest import read_manifest
 from stasc.modeling.models import load_model, load_tokenizer
 from stasc.modeling.policy import Policy
 from stasc.core.prompts import correction_messages, initial_messages
@@ -155,8 +155,8 @@ def test_this_machine_without_vllm_and_gpu_fails_through_the_cli_and_writes_noth
 @pytest.mark.parametrize(("vllm", "gpus"), [(False, 1), (True, 0)])
 def test_missing_piece_fails_before_loading_anything(tmp_path, capsys, monkeypatch, vllm, gpus) -> None:
     without(monkeypatch, vllm=vllm, gpus=gpus)
-    monkeypatch.setattr("stasc.loop.load_qa_splits", lambda *a, **k: pytest.fail("data loaded before the check"))
-    monkeypatch.setattr("stasc.loop.resolve_model_path", lambda *a, **k: pytest.fail("model resolved before the check"))
+    monkeypatch.setattr("stasc.run.loop.load_qa_splits", lambda *a, **k: pytest.fail("data loaded before the check"))
+    monkeypatch.setattr("stasc.run.loop.resolve_model_path", lambda *a, **k: pytest.fail("model resolved before the check"))
     output = tmp_path / "run"
     assert train_main(["--backend", "vllm", "--model", "Qwen/Qwen2.5-1.5B-Instruct", "--output-dir", str(output)]) == 2
     assert "--backend vllm needs" in capsys.readouterr().err
@@ -276,7 +276,7 @@ def test_gpu_memory_is_handed_to_training_and_back(fake_vllm, tokenizer) -> None
 
 @pytest.fixture(scope="module")
 def tiny_policy(tiny_model_dir) -> Policy:
-    from stasc.loop import lora_config
+    from stasc.run.loop import lora_config
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
     return Policy(load_model(str(tiny_model_dir), dtype=torch.float32), tokenizer, lora_config(StascConfig()), seed=0)

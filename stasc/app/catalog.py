@@ -16,7 +16,7 @@ from typing import Any
 from stasc.config import StascConfig
 from stasc.errors import StascError
 from stasc.hub import check_repo_id
-from stasc.manifest import MANIFEST_NAME
+from stasc.run.manifest import MANIFEST_NAME
 from stasc.modeling.models import BUNDLED_MODEL, BUNDLED_NAME
 from stasc.sources import RunSource, adapter_location, load_run_manifest
 

@@ -23,7 +23,7 @@ from stasc.app.catalog import Catalog, ModelTarget, RunView
 from stasc.app.engine import Engine
 from stasc.sampling.cpu_engine.decoding import DecodeSettings
 from stasc.errors import StascError
-from stasc.manifest import TRANSITIONS
+from stasc.run.manifest import TRANSITIONS
 from stasc.modeling.models import BUNDLED_NAME
 from stasc.core.prompts import Message, correction_messages, initial_messages
 from stasc.core.rewards import extract_answer, score_output

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from stasc.errors import StascError
-from stasc.storage import write_json
+from stasc.run.storage import write_json
 
 MANIFEST_NAME = "run.json"
 FORMAT_VERSION = 1

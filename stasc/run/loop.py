@@ -34,13 +34,13 @@ from stasc.errors import StascError
 from stasc.core.filtering import count_transitions, keep_correction
 from stasc.sampling.base import Sampler, gpu_handover
 from stasc.sampling.factory import make_sampler
-from stasc.manifest import FORMAT_VERSION, format_table, manifest_path, read_manifest, write_manifest
+from stasc.run.manifest import FORMAT_VERSION, format_table, manifest_path, read_manifest, write_manifest
 from stasc.core.metrics import iteration_metrics
 from stasc.modeling.models import load_model, load_tokenizer, pick_dtype, resolve_model_path
 from stasc.modeling.policy import Policy
 from stasc.core.prompts import Message, correction_messages, initial_messages, training_messages
 from stasc.core.rewards import binary_reward, score_output
-from stasc.storage import atomic_directory, read_parquet, remove_leftovers, write_json, write_parquet
+from stasc.run.storage import atomic_directory, read_parquet, remove_leftovers, write_json, write_parquet
 from stasc.training.lora import train_adapter
 from stasc.sampling.vllm import check_backend
 

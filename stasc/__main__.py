@@ -31,14 +31,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging("info")
     try:
         if args.command == "push":
-            from stasc.hub import push_run
+            from stasc.hub.push import push_run
 
             report = push_run(args.run_dir, args.repo, private=args.private, progress=print)
             if not report.pushed:
                 print(f"Nothing to push: iterations {report.already_there} are already on {report.repo_id}.")
         else:
             from stasc.run.manifest import format_table
-            from stasc.sources import RunSource, list_iterations
+            from stasc.hub.sources import RunSource, list_iterations
 
             print(format_table(list_iterations(RunSource(args.source, args.revision))))
     except StascError as error:

@@ -292,7 +292,7 @@ class StascConfig:
         if not self.lora_target_modules:
             raise StascError("--lora-target-modules needs at least one module name (or all-linear).")
         if self.push_to_hub is not None:
-            from stasc.hub import check_repo_id
+            from stasc.hub.push import check_repo_id
 
             check_repo_id(self.push_to_hub)
         for name in ("instructions", "correction_instructions", "output_dir", "model", "dataset"):

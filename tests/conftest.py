@@ -140,7 +140,7 @@ def hub_server(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory):
     HUB_REPO that push_run wrote for the tiny run; yields (endpoint URL, its working folder).
     Clients must run in a subprocess with HF_ENDPOINT=endpoint and HF_HUB_DISABLE_XET=1,
     because huggingface_hub reads the endpoint when it is first imported."""
-    from stasc.hub import push_run
+    from stasc.hub.push import push_run
 
     root = tmp_path_factory.mktemp("olah")
     push_run(shutil.copytree(tiny_run, root / "run"), HUB_REPO, api=GitMirrorApi(root / "mirrors"))

@@ -28,7 +28,7 @@ from stasc.errors import StascError
 from stasc.run.manifest import TRANSITIONS, read_manifest
 from stasc.core.prompts import correction_messages, initial_messages
 from stasc.core.rewards import in_accuracy
-from stasc.sources import RunSource, load_iteration
+from stasc.hub.sources import RunSource, load_iteration
 from stasc.modeling.tokenization import render_prompt
 
 from conftest import free_port
@@ -61,7 +61,7 @@ def handlers(runs_dir: Path) -> Handlers:
 
 
 def greedy(source: RunSource, iteration: int, messages: list[dict[str, str]], max_new_tokens: int) -> str:
-    """What the run's own model (loaded by stasc.sources, not the app) says greedily to a conversation."""
+    """What the run's own model (loaded by stasc.hub.sources, not the app) says greedily to a conversation."""
     loaded = load_iteration(source, iteration, dtype="float32")
     ids = loaded.tokenizer(render_prompt(loaded.tokenizer, messages), return_tensors="pt", add_special_tokens=False)
     with torch.inference_mode():

@@ -13,7 +13,7 @@ from huggingface_hub import DatasetCard, HfApi, ModelCard
 from huggingface_hub.errors import HfHubHTTPError
 
 from stasc.errors import StascError
-from stasc.hub import check_repo_id, push_run
+from stasc.hub.push import check_repo_id, push_run
 from stasc.run.manifest import read_manifest
 
 REPO = "stasc-test/tiny-run"

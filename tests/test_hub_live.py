@@ -19,9 +19,9 @@ def test_push_and_pull_through_the_real_hub(tiny_run: Path, tmp_path: Path) -> N
     from datasets import load_dataset
     from huggingface_hub import HfApi
 
-    from stasc.hub import push_run
+    from stasc.hub.push import push_run
     from stasc.run.manifest import read_manifest
-    from stasc.sources import RunSource, list_iterations, load_iteration
+    from stasc.hub.sources import RunSource, list_iterations, load_iteration
 
     api = HfApi()
     repo = f"{api.whoami()['name']}/stasc-live-test-{uuid.uuid4().hex[:8]}"

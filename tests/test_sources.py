@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from stasc.errors import StascError
 from stasc.run.manifest import read_manifest
-from stasc.sources import RunSource, list_iterations, load_evaluation, load_iteration
+from stasc.hub.sources import RunSource, list_iterations, load_evaluation, load_iteration
 
 from conftest import HUB_REPO as REPO
 
@@ -27,7 +27,7 @@ import json, sys
 import torch
 from datasets import load_dataset
 from safetensors.torch import load_file
-from stasc.sources import RunSource, list_iterations, load_evaluation, load_iteration
+from stasc.hub.sources import RunSource, list_iterations, load_evaluation, load_iteration
 from stasc.errors import StascError
 
 repo, local = sys.argv[1], sys.argv[2]

@@ -16,12 +16,12 @@ import yaml
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
-from stasc import space
+from stasc.hub import space
 from stasc.app.catalog import Catalog
 from stasc.app.engine import Engine
 from stasc.app.handlers import Handlers
 from stasc.errors import StascError
-from stasc.hub import BUNDLED_HUB_ID
+from stasc.hub.push import BUNDLED_HUB_ID
 from stasc.run.manifest import read_manifest
 
 from conftest import HUB_REPO, free_port

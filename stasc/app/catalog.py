@@ -15,10 +15,10 @@ from typing import Any
 
 from stasc.config import StascConfig
 from stasc.errors import StascError
-from stasc.hub import check_repo_id
+from stasc.hub.push import check_repo_id
 from stasc.run.manifest import MANIFEST_NAME
 from stasc.modeling.models import BUNDLED_MODEL, BUNDLED_NAME
-from stasc.sources import RunSource, adapter_location, load_run_manifest
+from stasc.hub.sources import RunSource, adapter_location, load_run_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class RunView:
         return value
 
     def target(self, iteration: Any, *, dtype: str | None, allow_remote_code: bool) -> ModelTarget:
-        """The model to load for an iteration (its adapter located through stasc.sources)."""
+        """The model to load for an iteration (its adapter located through stasc.hub.sources)."""
         iteration = self.check_iteration(iteration)
         trust = bool(self.config.get("trust_remote_code", False))
         if trust and not allow_remote_code:

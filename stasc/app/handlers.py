@@ -27,7 +27,7 @@ from stasc.run.manifest import TRANSITIONS
 from stasc.modeling.models import BUNDLED_NAME
 from stasc.core.prompts import Message, correction_messages, initial_messages
 from stasc.core.rewards import extract_answer, score_output
-from stasc.sources import load_evaluation
+from stasc.hub.sources import load_evaluation
 
 logger = logging.getLogger(__name__)
 

@@ -432,7 +432,7 @@ def push_after_each_iteration(config: StascConfig) -> Callable[[Path], None] | N
     """A callback that pushes the run to config.push_to_hub; a failed push is logged, not fatal."""
     if config.push_to_hub is None:
         return None
-    from stasc.hub import push_run
+    from stasc.hub.push import push_run
 
     repo_id = config.push_to_hub
 

@@ -1,7 +1,7 @@
 """Reading a run back, from a local run directory or from the Hub: its iterations and models.
 
 A source is either a path to a run directory or a Hub repo id ORG/NAME pushed by
-stasc.hub. Iteration 0 is the base model; iteration k is the base model plus the adapter
+stasc.hub.push. Iteration 0 is the base model; iteration k is the base model plus the adapter
 that run.json names for k (which may be an earlier one carried forward).
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from stasc.errors import StascError
-from stasc.hub import check_repo_id, iteration_folder
+from stasc.hub.push import check_repo_id, iteration_folder
 from stasc.run.manifest import check_manifest, read_manifest
 from stasc.run.storage import read_parquet
 

@@ -12,8 +12,9 @@ import pytest
 from huggingface_hub import DatasetCard, HfApi, ModelCard
 from huggingface_hub.errors import HfHubHTTPError
 
+from stasc.config import check_repo_id
 from stasc.errors import StascError
-from stasc.hub.push import check_repo_id, push_run
+from stasc.hub.push import push_run
 from stasc.run.manifest import read_manifest
 
 REPO = "stasc-test/tiny-run"

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stasc.config import StascConfig
+from stasc.config import StascConfig, check_repo_id
 from stasc.errors import StascError
-from stasc.hub.push import check_repo_id
 from stasc.run.manifest import MANIFEST_NAME
 from stasc.modeling.models import BUNDLED_MODEL, BUNDLED_NAME
 from stasc.hub.sources import RunSource, adapter_location, load_run_manifest

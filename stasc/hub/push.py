@@ -23,13 +23,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stasc.config import check_repo_id
 from stasc.errors import StascError
+from stasc.run.layout import iteration_folder
 from stasc.run.manifest import TRANSITIONS, read_manifest
 from stasc.run.storage import write_json
 
@@ -39,21 +40,6 @@ PUSH_STATE = "hub_push.json"
 BUNDLED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DATA_FILES = ("train_data", "corrections", "initial_answers", "evaluation")
 SPLIT_NAMES = {"train_data": "train", "corrections": "corrections", "initial_answers": "initial_answers", "evaluation": "evaluation"}
-REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
-
-
-def iteration_folder(iteration: int) -> str:
-    return f"iteration_{iteration:02d}"
-
-
-def check_repo_id(repo_id: str) -> str:
-    """Reject ids the Hub would refuse, before any network call."""
-    if not REPO_ID.match(repo_id) or "--" in repo_id or ".." in repo_id:
-        raise StascError(
-            f"Invalid Hub repository id {repo_id!r}. Use ORG/NAME (letters, digits, '-', '_', '.'), "
-            "e.g. --push-to-hub my-user/smollm2-stasc."
-        )
-    return repo_id
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ from typing import Any
 
 import pandas as pd
 
+from stasc.config import check_repo_id
 from stasc.errors import StascError
-from stasc.hub.push import check_repo_id, iteration_folder
+from stasc.run.layout import iteration_folder
 from stasc.run.manifest import check_manifest, read_manifest
 from stasc.run.storage import read_parquet
 

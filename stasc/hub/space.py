@@ -23,8 +23,9 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from stasc.config import check_repo_id
 from stasc.errors import StascError
-from stasc.hub.push import BUNDLED_HUB_ID, check_repo_id
+from stasc.hub.push import BUNDLED_HUB_ID
 from stasc.run.manifest import check_manifest
 from stasc.modeling.models import BUNDLED_MODEL
 

@@ -34,6 +34,7 @@ from stasc.errors import StascError
 from stasc.core.filtering import count_transitions, keep_correction
 from stasc.sampling.base import Sampler, gpu_handover
 from stasc.sampling.factory import make_sampler
+from stasc.run.layout import iteration_dir
 from stasc.run.manifest import FORMAT_VERSION, format_table, manifest_path, read_manifest, write_manifest
 from stasc.core.metrics import iteration_metrics
 from stasc.modeling.models import load_model, load_tokenizer, pick_dtype, resolve_model_path
@@ -58,10 +59,6 @@ RESUMABLE_CHANGES = frozenset(
     {"iterations", "output_dir", "log_level", "report_to", "model_cache_dir", "push_to_hub", "hub_private"}
 )
 STEP_SEEDS = {"initial": 1, "corrections": 2, "train": 3, "eval_initial": 4, "eval_corrections": 5}
-
-
-def iteration_dir(run_dir: Path, iteration: int) -> Path:
-    return run_dir / f"iteration_{iteration:02d}"
 
 
 def data_fingerprint(train: Sequence[QAExample], test: Sequence[QAExample]) -> str:

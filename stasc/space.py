@@ -1,8 +1,8 @@
-"""`python -m stasc.space deploy|assemble ...`: the Space command line (stasc.hub.space.main)."""
+"""`python -m stasc.space deploy|assemble ...`: runs the command line in stasc.cli.space."""
 
 import sys
 
-from stasc.hub.space import main
+from stasc.cli.space import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -26,7 +26,7 @@ import transformers  # noqa: E402
 import stasc.sampling.transformers  # noqa: E402
 import stasc.run.loop  # noqa: E402
 import stasc.run.storage  # noqa: E402
-from stasc.cli import train_main  # noqa: E402
+from stasc.cli.train import train_main  # noqa: E402
 
 
 def main() -> int:

@@ -20,7 +20,7 @@ import torch
 
 from stasc.app import handlers as handlers_module
 from stasc.app.catalog import BUNDLED_KEY, Catalog, parse_hub_spec
-from stasc.app.cli import create_app, parse_args
+from stasc.cli.app import create_app, parse_args
 from stasc.app.engine import Engine
 from stasc.app.handlers import CORRECTION_TITLE, Handlers, builtin_examples, model_conversation, normalize_history
 from stasc.app.ui import launch

@@ -143,7 +143,7 @@ def test_no_token_in_any_file_or_operation(run_dir: Path, monkeypatch) -> None:
 def test_no_token_in_the_logs_of_a_run_that_pushes(tmp_path, tiny_model_dir, city_questions, monkeypatch, capfd) -> None:
     """train.py --push-to-hub at debug level, with a push refused once (401) and retried: the token
     appears in no log line, no file of the run, and no uploaded file."""
-    from stasc.cli import train_main
+    from stasc.cli.train import train_main
 
     monkeypatch.setenv("HF_TOKEN", SECRET)
     api = fake_api()

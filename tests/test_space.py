@@ -16,6 +16,7 @@ import yaml
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
+from stasc.cli import space as space_cli
 from stasc.hub import space
 from stasc.app.catalog import Catalog
 from stasc.app.engine import Engine
@@ -151,11 +152,11 @@ def test_deploy_failures_say_what_to_do(tiny_run: Path, status: int, message: st
 def test_command_line(tiny_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     api = mock_api(tiny_run / "run.json")
     monkeypatch.setattr("huggingface_hub.HfApi", lambda: api)
-    monkeypatch.setattr("stasc.cli.setup_logging", lambda level: None)  # keep pytest's log capture in place
-    assert space.main(["deploy", "--space", "me/demo", "--run", "me/tiny-run", "--private"]) == 0
+    monkeypatch.setattr("stasc.cli.space.setup_logging", lambda level: None)  # keep pytest's log capture in place
+    assert space_cli.main(["deploy", "--space", "me/demo", "--run", "me/tiny-run", "--private"]) == 0
     assert "Deployed me/tiny-run to " in capsys.readouterr().out
     assert api.create_repo.call_args.kwargs["private"] is True
-    assert space.main(["deploy", "--space", "me/demo", "--run", "bad id"]) == 2
+    assert space_cli.main(["deploy", "--space", "me/demo", "--run", "bad id"]) == 2
     assert "error: Invalid Hub repository id 'bad id'" in capsys.readouterr().err
 
 

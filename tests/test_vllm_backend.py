@@ -20,7 +20,7 @@ from transformers import AutoTokenizer
 
 from conftest import CITIES
 from stasc.sampling import vllm as vllm_backend
-from stasc.cli import train_main
+from stasc.cli.train import train_main
 from stasc.config import StascConfig
 from stasc.distributed import Processes
 from stasc.errors import StascError

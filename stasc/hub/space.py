@@ -10,14 +10,11 @@ the Space run exactly the code that deployed it. `python DIR/app.py` runs the fo
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import re
 import shutil
-import sys
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -182,42 +179,3 @@ def deploy(
         except Exception as error:  # any failure of the Hub client: say why and how to fix it
             raise _explain(error, space_id) from None
     return f"{constants.ENDPOINT}/spaces/{space_id}"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m stasc.space", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    deploying = commands.add_parser("deploy", help="Create or update a Space that serves the app for a run.")
-    deploying.add_argument("--space", required=True, help="The Space to create or update, ORG/NAME.")
-    deploying.add_argument("--private", action="store_true", help="Create the Space as private.")
-    assembling = commands.add_parser("assemble", help="Write the Space folder locally instead of uploading it.")
-    assembling.add_argument("--out", required=True, type=Path, help="A new (or empty) directory.")
-    assembling.add_argument("--space", default=None, help="The Space id its README names (default: the run's id).")
-    for command in (deploying, assembling):
-        command.add_argument("--run", required=True, help="The run pushed with 'python -m stasc push', ORG/NAME.")
-        command.add_argument("--revision", default=None, help="Pin the run to a branch, tag or commit (default: main).")
-    args = parser.parse_args(argv)
-
-    from stasc.cli import setup_logging
-
-    setup_logging("info")
-    try:
-        if args.command == "deploy":
-            url = deploy(args.space, args.run, revision=args.revision, private=args.private)
-            print(f"Deployed {args.run} to {url}")
-        else:
-            from huggingface_hub import HfApi
-
-            manifest = fetch_manifest(HfApi(), args.run, args.revision)
-            space = plan(manifest, args.run, args.space or args.run, args.revision)
-            print(f"Assembled the Space in {assemble(space, args.out)}; run it with: python {args.out / 'app.py'}")
-    except StascError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

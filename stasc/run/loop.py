@@ -423,25 +423,3 @@ def check_resumable(saved: dict[str, Any], config: StascConfig, run_dir: Path) -
             f"{run_dir} holds a run with different settings ({'; '.join(changed)}). Re-run with the "
             "same settings to resume it (only --iterations may grow), or choose a new --output-dir."
         )
-
-
-def push_after_each_iteration(config: StascConfig) -> Callable[[Path], None] | None:
-    """A callback that pushes the run to config.push_to_hub; a failed push is logged, not fatal."""
-    if config.push_to_hub is None:
-        return None
-    from stasc.hub.push import push_run
-
-    repo_id = config.push_to_hub
-
-    def push(run_dir: Path) -> None:
-        try:
-            push_run(run_dir, repo_id, private=config.hub_private, progress=logger.info)
-        except StascError as error:
-            logger.error("Hub push failed; training goes on. %s", error)
-
-    return push
-
-
-def run_stasc(config: StascConfig) -> dict[str, Any]:
-    """Run or resume the STaSC loop described by config; return the run manifest."""
-    return StascRun(config).run(on_iteration=push_after_each_iteration(config))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stasc.errors import StascError
+from stasc.log import setup_logging
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -95,8 +96,6 @@ def _preload(handlers: Handlers) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """`python app.py ...`: serve until interrupted; returns the process exit code."""
     args = parse_args(argv)
-    from stasc.cli import setup_logging
-
     setup_logging(args.log_level)
     try:
         demo, handlers = create_app(args)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
-from stasc.config import config_from_args
+from stasc.config import StascConfig, config_from_args
 from stasc.errors import StascError
+from stasc.log import setup_logging
 
 logger = logging.getLogger("stasc")
 
@@ -23,17 +26,28 @@ examples:
 Re-running a command with the same --output-dir resumes the run."""
 
 
-def setup_logging(level: str) -> None:
-    """Log to stderr with timestamps; quiet the libraries' chatter below warnings."""
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-        force=True,
-    )
-    for noisy in ("httpx", "urllib3", "datasets", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def push_after_each_iteration(config: StascConfig) -> Callable[[Path], None] | None:
+    """A callback that pushes the run to config.push_to_hub; a failed push is logged, not fatal."""
+    if config.push_to_hub is None:
+        return None
+    from stasc.hub.push import push_run
+
+    repo_id = config.push_to_hub
+
+    def push(run_dir: Path) -> None:
+        try:
+            push_run(run_dir, repo_id, private=config.hub_private, progress=logger.info)
+        except StascError as error:
+            logger.error("Hub push failed; training goes on. %s", error)
+
+    return push
+
+
+def run_stasc(config: StascConfig) -> dict[str, Any]:
+    """Run or resume the STaSC loop described by config; return the run manifest."""
+    from stasc.run.loop import StascRun  # heavy imports only after the flags are valid
+
+    return StascRun(config).run(on_iteration=push_after_each_iteration(config))
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
@@ -41,8 +55,6 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     try:
         config = config_from_args(argv, TRAIN_DESCRIPTION)
         setup_logging(config.log_level)
-        from stasc.run.loop import run_stasc  # heavy imports only after the flags are valid
-
         try:
             run_stasc(config)
         finally:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stasc.analysis import Estimate, bootstrap_difference, bootstrap_mean
+from stasc.results.analysis import Estimate, bootstrap_difference, bootstrap_mean
 
 
 def test_interval_brackets_the_mean_and_has_the_normal_width() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from stasc.analysis import Estimate
-from stasc.results import (
+from stasc.results.analysis import Estimate
+from stasc.results.report import (
     design_choice_table,
     GENERATED_BEGIN,
     GENERATED_END,

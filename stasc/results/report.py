@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from stasc.analysis import Estimate, bootstrap_difference, bootstrap_mean
+from stasc.results.analysis import Estimate, bootstrap_difference, bootstrap_mean
 from stasc.run.manifest import TRANSITIONS, read_manifest
 from stasc.run.storage import read_parquet
 

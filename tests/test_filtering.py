@@ -9,7 +9,6 @@ from stasc.core.filtering import (
     check_filter_mode,
     count_transitions,
     keep_correction,
-    kept_indices,
 )
 
 TRANSITION_NAMES = [
@@ -124,29 +123,3 @@ def test_transitions_are_immutable() -> None:
     transitions = Transitions(correct_to_correct=1)
     with pytest.raises(AttributeError):
         transitions.correct_to_correct = 2  # type: ignore[misc]
-
-
-PAIRS = [(0, 1), (1, 1), (0, 0), (1, 0), (0, 1), (1, 1)]
-
-
-@pytest.mark.parametrize(
-    ("mode", "expected"),
-    [("improving", [0, 4]), ("non_decreasing", [0, 1, 4, 5])],
-)
-def test_kept_indices_in_order(mode: str, expected: list[int]) -> None:
-    assert kept_indices(PAIRS, mode) == expected  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize("mode", FILTER_MODES)
-def test_kept_indices_empty_input(mode: str) -> None:
-    assert kept_indices([], mode) == []  # type: ignore[arg-type]
-
-
-def test_kept_indices_unknown_mode_fails_even_on_empty_input() -> None:
-    with pytest.raises(StascError, match="Did you mean 'non_decreasing'"):
-        kept_indices([], "non-decreasing")  # type: ignore[arg-type]
-
-
-def test_kept_indices_rejects_non_binary_rewards() -> None:
-    with pytest.raises(ValueError, match="0 or 1"):
-        kept_indices([(0, 1), (0, 2)], "improving")

@@ -3,7 +3,7 @@ and incorrect when the model corrects itself."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -86,13 +86,3 @@ def count_transitions(pairs: Iterable[tuple[int, int]]) -> Transitions:
         incorrect_to_correct=tally[(0, 1)],
         incorrect_to_incorrect=tally[(0, 0)],
     )
-
-
-def kept_indices(pairs: Sequence[tuple[int, int]], mode: FilterMode) -> list[int]:
-    """Positions of the (initial_reward, correction_reward) pairs that the filter keeps, in order."""
-    check_filter_mode(mode)
-    return [
-        index
-        for index, (initial_reward, correction_reward) in enumerate(pairs)
-        if keep_correction(initial_reward, correction_reward, mode)
-    ]

@@ -31,7 +31,7 @@ from stasc.sampling.cpu_engine.decoding import (
     token_probabilities,
 )
 
-from conftest import PROMPTS, tiny_llama
+from testing_utils import PROMPTS, tiny_llama
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import free_port
 from stasc import distributed
 from stasc.config import StascConfig
 from stasc.distributed import Processes, current_processes, full_adapter_state
@@ -28,7 +27,8 @@ from stasc.run.manifest import read_manifest
 from stasc.modeling.models import load_model, load_tokenizer
 from stasc.modeling.policy import Policy
 from stasc.training.lora import optimizer_steps
-from test_loop import make_config
+
+from testing_utils import free_port, make_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

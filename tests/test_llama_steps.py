@@ -13,7 +13,7 @@ import stasc.sampling.cpu_engine.shared_rows
 from stasc.sampling.cpu_engine.decoding import DecodeSettings, decode
 from stasc.sampling.cpu_engine.llama_steps import supports_llama_steps
 
-from conftest import PROMPTS, tiny_llama
+from testing_utils import PROMPTS, tiny_llama
 
 def with_lora(model: torch.nn.Module, **lora) -> torch.nn.Module:
     adapted = get_peft_model(model, LoraConfig(r=2, target_modules="all-linear", **lora))

@@ -18,16 +18,7 @@ from stasc.errors import StascError
 from stasc.run.loop import StascRun
 from stasc.run.manifest import read_manifest
 
-
-def make_config(directory: Path, model: Path, questions: tuple[Path, Path], **overrides) -> StascConfig:
-    train, test = questions
-    settings = dict(
-        model=str(model), dataset=str(train), test_dataset=str(test), output_dir=str(directory / "run"),
-        iterations=2, n_init=3, n_corr=3, max_new_tokens=4, dtype="float32", train_batch_size=4,
-        learning_rate=5e-3, variant="EIE", generation_batch_size=64, log_level="warning",
-    )
-    settings.update(overrides)
-    return StascConfig(**settings)
+from testing_utils import make_config
 
 
 class RecordingSampler:

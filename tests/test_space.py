@@ -25,8 +25,7 @@ from stasc.errors import StascError
 from stasc.hub.push import BUNDLED_HUB_ID
 from stasc.run.manifest import read_manifest
 
-from conftest import HUB_REPO, free_port
-from test_app import app_environment, last, wait_for_port
+from testing_utils import HUB_REPO, app_environment, free_port, last, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

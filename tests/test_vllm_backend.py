@@ -18,7 +18,6 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-from conftest import CITIES
 from stasc.sampling import vllm as vllm_backend
 from stasc.cli.train import train_main
 from stasc.config import StascConfig
@@ -35,7 +34,8 @@ from stasc.modeling.policy import Policy
 from stasc.core.prompts import correction_messages, initial_messages
 from stasc.modeling.tokenization import render_prompt
 from stasc.sampling.vllm import VLLMSampler, check_backend, engine_arguments, vllm_lora_rank
-from test_loop import make_config
+
+from testing_utils import CITIES, make_config
 
 
 class FakeSamplingParams:

@@ -1,4 +1,5 @@
-"""Reading a run back, from a local run directory or from the Hub: its iterations and models.
+"""Reading a run back, from a local run directory or from the Hub: its manifest, where each
+iteration's adapter is, and its tables.
 
 A source is either a path to a run directory or a Hub repo id ORG/NAME pushed by
 stasc.hub.push. Iteration 0 is the base model; iteration k is the base model plus the adapter
@@ -110,33 +111,3 @@ def load_evaluation(source: RunSource, iteration: int, kind: str = "evaluation")
     else:
         path = _hub_file(source, f"{iteration_folder(iteration)}/{Path(relative).name}", repo_type="dataset")
     return read_parquet(path)
-
-
-@dataclass
-class LoadedIteration:
-    """A model ready to generate: the base model with iteration k's adapter (or none)."""
-
-    model: Any
-    tokenizer: Any
-    iteration: int
-    manifest: dict[str, Any]
-
-
-def load_iteration(source: RunSource, iteration: int, *, dtype: str = "auto") -> LoadedIteration:
-    """Load base model + adapter of one iteration (iteration 0 is the base model itself)."""
-    from peft import PeftModel
-
-    from stasc.modeling.models import load_model, load_tokenizer, pick_dtype, resolve_model_path
-
-    manifest = load_run_manifest(source)
-    config = manifest["config"]
-    model_path = resolve_model_path(config["model"], config.get("model_cache_dir"))
-    tokenizer = load_tokenizer(model_path, trust_remote_code=config.get("trust_remote_code", False))
-    model = load_model(model_path, dtype=pick_dtype(dtype), trust_remote_code=config.get("trust_remote_code", False))
-    location = adapter_location(source, iteration, manifest)
-    if location is not None:
-        path, subfolder = location
-        kwargs = {"subfolder": subfolder, "revision": source.revision} if subfolder else {}
-        model = PeftModel.from_pretrained(model, path, **kwargs)
-        model.eval()
-    return LoadedIteration(model=model, tokenizer=tokenizer, iteration=iteration, manifest=manifest)

@@ -39,7 +39,7 @@ from stasc.run.manifest import FORMAT_VERSION, format_table, manifest_path, read
 from stasc.core.metrics import iteration_metrics
 from stasc.modeling.models import load_model, load_tokenizer, pick_dtype, resolve_model_path
 from stasc.modeling.policy import Policy
-from stasc.core.prompts import Message, correction_messages, initial_messages, training_messages
+from stasc.core.prompts import correction_messages, initial_messages, training_messages
 from stasc.core.rewards import binary_reward, score_output
 from stasc.run.storage import atomic_directory, read_parquet, remove_leftovers, write_json, write_parquet
 from stasc.training.lora import train_adapter

@@ -18,6 +18,13 @@ from stasc.modeling.models import resolve_model_path
 from testing_utils import CITIES, HUB_REPO, GitMirrorApi, city_question_files, free_port
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that needs the tiny run (a real two-iteration loop, built once per session) is slow."""
+    for item in items:
+        if "tiny_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def smollm_tokenizer_dir() -> Path:
     """The bundled SmolLM2 checkpoint directory (converted once per machine)."""

@@ -88,6 +88,7 @@ def reference_generate(model, tokenizer, prompts, num_samples, max_new_tokens):
     return rows
 
 
+@pytest.mark.slow
 def test_greedy_matches_generate_token_for_token(free_model, step_path) -> None:
     model, tokenizer = free_model
     prompts = prompts_of(tokenizer, QUESTIONS)
@@ -157,6 +158,7 @@ def test_llama_steps_prefill_the_shared_prefix_once_then_each_prompt_s_own_token
     assert not packings, "nor are its layers packed for it: only the fused weights are, once"
 
 
+@pytest.mark.slow
 def test_models_with_a_sliding_window_keep_their_own_attention(smollm_tokenizer_dir: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(smollm_tokenizer_dir)
     torch.manual_seed(2)
@@ -177,6 +179,7 @@ def test_models_with_a_sliding_window_keep_their_own_attention(smollm_tokenizer_
     assert ours == reference_generate(model, tokenizer, prompts, 2, 16)
 
 
+@pytest.mark.slow
 def test_greedy_matches_generate_without_a_shared_prefix(free_model, step_path) -> None:
     model, tokenizer = free_model
     prompts = [tokenizer(question)["input_ids"] for question in QUESTIONS]
@@ -200,6 +203,7 @@ def test_shared_prefix_leaves_every_prompt_a_token_of_its_own() -> None:
     assert shared_prompt_prefix([system[:MIN_SHARED_PREFIX - 1] + [1], system[:MIN_SHARED_PREFIX - 1] + [2]]) == 0
 
 
+@pytest.mark.slow
 def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(free_model, step_path) -> None:
     model, tokenizer = free_model
     prompts = prompts_of(tokenizer, QUESTIONS)
@@ -213,6 +217,7 @@ def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(free_m
         assert short == expected
 
 
+@pytest.mark.slow
 def test_sampling_is_reproducible_and_varied(free_model, step_path) -> None:
     model, tokenizer = free_model
     prompts = prompts_of(tokenizer, QUESTIONS[:2])

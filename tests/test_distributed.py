@@ -104,6 +104,7 @@ SHARDING = """
 """
 
 
+@pytest.mark.slow
 def test_sampling_is_shared_out_and_every_process_gets_every_answer(tmp_path) -> None:
     ranks = torchrun(SHARDING, 4, tmp_path=tmp_path)
     expected = EchoSampler().sample([f"q{i}" for i in range(7)], 2, adapter=None, seed=0, desc="")

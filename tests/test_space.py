@@ -69,6 +69,8 @@ def test_assemble_fills_the_templates_and_copies_stasc(tiny_run: Path, tmp_path:
     assert 'RUN_REPO = "me/tiny-run"' in app and 'REVISION = "v1"' in app
     assert (folder / "stasc" / "app" / "ui.py").is_file() and (folder / "stasc" / "resources").is_dir()
     assert not list(folder.rglob("__pycache__"))
+    modules = {path.relative_to(ROOT).as_posix() for path in (ROOT / "stasc").rglob("*.py")}
+    assert {path.relative_to(folder).as_posix() for path in (folder / "stasc").rglob("*.py")} == modules
 
 
 def test_space_pins_match_the_project(tmp_path: Path) -> None:

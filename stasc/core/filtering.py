@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, cast
 
-from stasc.errors import StascError, closest_hint
+from stasc.errors import check_choice
 
 FilterMode = Literal["improving", "non_decreasing"]
 FILTER_MODES: tuple[str, ...] = ("improving", "non_decreasing")
@@ -15,12 +15,7 @@ FILTER_MODES: tuple[str, ...] = ("improving", "non_decreasing")
 
 def check_filter_mode(name: str) -> FilterMode:
     """Validate a filter mode from user input, suggesting the closest valid one on a typo."""
-    if name not in FILTER_MODES:
-        raise StascError(
-            f"Unknown filter mode {name!r}. Choose one of: {', '.join(FILTER_MODES)}."
-            + closest_hint(name, FILTER_MODES)
-        )
-    return cast(FilterMode, name)
+    return cast(FilterMode, check_choice(name, FILTER_MODES, "filter mode"))
 
 
 def _check_reward(reward: int) -> None:

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Literal, cast
 
-from stasc.errors import StascError, closest_hint
+from stasc.errors import StascError, check_choice
 
 RewardName = Literal["in_acc", "em", "f1"]
 Extraction = Literal["full", "final_answer"]
@@ -29,22 +29,12 @@ _FINAL_ANSWER = re.compile(r"final\s+answer\s*(?:\*\*)?\s*:(?:\s*\*\*)?", re.IGN
 
 def check_reward_name(name: str) -> RewardName:
     """Validate a reward name from user input, suggesting the closest valid one on a typo."""
-    if name not in REWARD_NAMES:
-        raise StascError(
-            f"Unknown reward {name!r}. Choose one of: {', '.join(REWARD_NAMES)}."
-            + closest_hint(name, REWARD_NAMES)
-        )
-    return cast(RewardName, name)
+    return cast(RewardName, check_choice(name, REWARD_NAMES, "reward"))
 
 
 def check_extraction(name: str) -> Extraction:
     """Validate an answer-extraction name from user input, suggesting the closest valid one."""
-    if name not in EXTRACTIONS:
-        raise StascError(
-            f"Unknown extraction {name!r}. Choose one of: {', '.join(EXTRACTIONS)}."
-            + closest_hint(name, EXTRACTIONS)
-        )
-    return cast(Extraction, name)
+    return cast(Extraction, check_choice(name, EXTRACTIONS, "extraction"))
 
 
 def _is_punctuation(char: str) -> bool:

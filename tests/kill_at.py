@@ -43,7 +43,8 @@ def main() -> int:
             os.kill(os.getpid(), signal.SIGKILL)
 
     if kind == "batch":
-        sample, generate_batch = stasc.sampling.transformers.TransformersSampler.sample, stasc.sampling.transformers.TransformersSampler._generate_batch
+        sampler = stasc.sampling.transformers.TransformersSampler
+        sample, generate_batch = sampler.sample, sampler._generate_batch
         current = {"desc": None}
 
         def tracked_sample(self, conversations, num_samples, *, seed, desc):
@@ -55,8 +56,8 @@ def main() -> int:
                 reached()
             return generate_batch(self, *args, **kwargs)
 
-        stasc.sampling.transformers.TransformersSampler.sample = tracked_sample
-        stasc.sampling.transformers.TransformersSampler._generate_batch = killing_batch
+        sampler.sample = tracked_sample
+        sampler._generate_batch = killing_batch
     elif kind == "filter":
         keep = stasc.run.loop.keep_correction
 

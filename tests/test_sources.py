@@ -67,8 +67,8 @@ def test_a_pushed_run_is_read_back_through_the_hub_clients(hub_server, tiny_run:
     env = dict(os.environ, HF_ENDPOINT=endpoint, HF_HUB_DISABLE_XET="1", HF_HOME=str(root / "hf-home"),
                HF_HUB_DISABLE_TELEMETRY="1")
     env.pop("HF_HUB_OFFLINE", None)
-    result = subprocess.run([sys.executable, "-c", READER, REPO, str(tiny_run), str(TESTS)], env=env, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", READER, REPO, str(tiny_run), str(TESTS)], env=env,
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.split("RESULT", 1)[1])
     manifest = read_manifest(tiny_run)

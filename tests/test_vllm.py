@@ -156,7 +156,9 @@ def test_this_machine_without_vllm_and_gpu_fails_through_the_cli_and_writes_noth
 def test_missing_piece_fails_before_loading_anything(tmp_path, capsys, monkeypatch, vllm, gpus) -> None:
     without(monkeypatch, vllm=vllm, gpus=gpus)
     monkeypatch.setattr("stasc.run.loop.load_qa_splits", lambda *a, **k: pytest.fail("data loaded before the check"))
-    monkeypatch.setattr("stasc.run.loop.resolve_model_path", lambda *a, **k: pytest.fail("model resolved before the check"))
+    monkeypatch.setattr(
+        "stasc.run.loop.resolve_model_path", lambda *a, **k: pytest.fail("model resolved before the check")
+    )
     output = tmp_path / "run"
     assert train_main(["--backend", "vllm", "--model", "Qwen/Qwen2.5-1.5B-Instruct", "--output-dir", str(output)]) == 2
     assert "--backend vllm needs" in capsys.readouterr().err

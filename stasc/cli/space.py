@@ -15,7 +15,8 @@ from stasc.log import setup_logging
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m stasc.space", description=hub_space.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m stasc.space", description=hub_space.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
     deploying = commands.add_parser("deploy", help="Create or update a Space that serves the app for a run.")

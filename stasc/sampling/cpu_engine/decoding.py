@@ -40,7 +40,13 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from stasc.sampling.cpu_engine.llama_steps import LlamaSteps, LlamaWeights, prefill, prefill_shared_prefix, supports_llama_steps
+from stasc.sampling.cpu_engine.llama_steps import (
+    LlamaSteps,
+    LlamaWeights,
+    prefill,
+    prefill_shared_prefix,
+    supports_llama_steps,
+)
 from stasc.sampling.cpu_engine.packed_weights import packed_linear_weights
 from stasc.sampling.cpu_engine.prefix_attention import (
     SharedPrefix,

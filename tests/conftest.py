@@ -17,6 +17,11 @@ from stasc.modeling.models import resolve_model_path
 
 from testing_utils import CITIES, HUB_REPO, GitMirrorApi, city_question_files, free_port
 
+# Tests run torch on one thread: their models are tiny, and on a machine whose cores other jobs also use, two
+# threads wait on each other (the fast tests took 125 s instead of 26 s with two training runs beside them).
+# Processes the tests start (train.py, app.py, torchrun) keep torch's own choice.
+torch.set_num_threads(1)
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test that needs the tiny run (a real two-iteration loop, built once per session) is slow."""

@@ -11,7 +11,7 @@ Tabs: Compare (answer vs self-correction, and two iterations), Chat, Metrics, Da
 
 import sys
 
-from stasc.app import main
+from stasc.cli.app import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,7 +10,7 @@ Re-running a command with the same --output-dir resumes an interrupted run.
 
 import sys
 
-from stasc.cli import train_main
+from stasc.cli.train import train_main
 
 if __name__ == "__main__":
     sys.exit(train_main())

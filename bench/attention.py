@@ -5,7 +5,7 @@
 Times one forward and backward pass of one attention layer with the bundled model's shapes
 (query, key/value heads and head size from its config), in bfloat16, for a training pass of 4
 right-padded conversations, at several lengths, through transformers' own eager and SDPA
-attention functions. stasc.training trains a batch with eager attention on a CPU up to
+attention functions. stasc.training.lora trains a batch with eager attention on a CPU up to
 EAGER_ATTENTION_MAX_TOKENS tokens; this benchmark is where that threshold comes from.
 """
 
@@ -24,8 +24,8 @@ from transformers.models.llama.modeling_llama import eager_attention_forward
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import append_result  # noqa: E402
-from stasc.models import resolve_model_path  # noqa: E402
-from stasc.training import EAGER_ATTENTION_MAX_TOKENS  # noqa: E402
+from stasc.modeling.models import resolve_model_path  # noqa: E402
+from stasc.training.lora import EAGER_ATTENTION_MAX_TOKENS  # noqa: E402
 
 LENGTHS = (128, 192, 256, 320, 384, 512, 768)
 ROWS = 4  # conversations per forward pass: --train-batch-size 8 / --gradient-accumulation-steps 2

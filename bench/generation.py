@@ -29,38 +29,36 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import stasc.decoding  # noqa: E402
-import stasc.packed_weights  # noqa: E402
-import stasc.shared_rows  # noqa: E402
+from stasc.sampling.cpu_engine import decoding, packed_weights, shared_rows  # noqa: E402
 from bench.common import append_result, matmul_gflops  # noqa: E402
 from stasc.config import DEFAULT_INSTRUCTIONS, StascConfig  # noqa: E402
 from stasc.data import load_qa_splits  # noqa: E402
-from stasc.decoding import DecodeSettings, decode, stop_token_ids  # noqa: E402
-from stasc.loop import lora_config  # noqa: E402
-from stasc.models import load_model, load_tokenizer, pick_dtype, resolve_model_path  # noqa: E402
-from stasc.prompts import initial_messages  # noqa: E402
+from stasc.sampling.cpu_engine.decoding import DecodeSettings, decode, stop_token_ids  # noqa: E402
+from stasc.run.loop import lora_config  # noqa: E402
+from stasc.modeling.models import load_model, load_tokenizer, pick_dtype, resolve_model_path  # noqa: E402
+from stasc.core.prompts import initial_messages  # noqa: E402
 
 
-UNBUFFERED = stasc.decoding.token_probabilities  # without a scratch buffer: fresh tensors at every step
+UNBUFFERED = decoding.token_probabilities  # without a scratch buffer: fresh tensors at every step
 ABLATIONS = {
     "without the shared prompt prefix (each prompt prefilled whole)":
-        (stasc.decoding, "shared_prompt_prefix", lambda prompts: 0),
+        (decoding, "shared_prompt_prefix", lambda prompts: 0),
     "with the model's own attention (SDPA; no shared prefix then)":
-        (stasc.decoding, "supports_shared_prefix_attention", lambda model: False),
-    "without packed weights (plain F.linear)": (stasc.packed_weights, "packing_available", lambda: False),
+        (decoding, "supports_shared_prefix_attention", lambda model: False),
+    "without packed weights (plain F.linear)": (packed_weights, "packing_available", lambda: False),
     "with fresh float32 tensors for top-p at every step":
-        (stasc.decoding, "token_probabilities",
+        (decoding, "token_probabilities",
          lambda logits, temperature, scratch=None: UNBUFFERED(logits, temperature)),
-    "with a top-256 shortlist for top-p": (stasc.decoding, "SHORTLIST", 256),
+    "with a top-256 shortlist for top-p": (decoding, "SHORTLIST", 256),
     "with the shortlist's topk over the whole vocabulary (not the blocks with the largest maxima)":
-        (stasc.decoding, "shortlist", lambda probs, size: probs.topk(size, dim=-1)),
+        (decoding, "shortlist", lambda probs, size: probs.topk(size, dim=-1)),
     "with every unfinished row copied when rows finish (as selecting them does)":
-        (stasc.shared_rows, "compaction_moves",
+        (shared_rows, "compaction_moves",
          lambda finished: (list(range(finished.count(False))), [row for row, done in enumerate(finished) if not done])),
     "with the model's own forward for the prompts (packed layers, length groups) and every step (no Llama steps)":
-        (stasc.decoding, "supports_llama_steps", lambda model: False),
+        (decoding, "supports_llama_steps", lambda model: False),
     "with a row of its own for every sample (samples that drew the same tokens computed apart)":
-        (stasc.decoding, "sample_groups",
+        (decoding, "sample_groups",
          lambda prompts, samples: [[sequence] for sequence in range(prompts * samples)]),
 }
 
@@ -77,7 +75,8 @@ def count_tokens(rows: list[list[int]], stops: set[int]) -> int:
 
 def row_steps(rows: list[list[int]], samples: int) -> tuple[int, int]:
     """Forward steps the sequences needed (one after each drawn token but the last), and the row-steps that computed
-    them: the samples of a prompt that have drawn the same tokens share a row (stasc.shared_rows)."""
+    them: the samples of a prompt that have drawn the same tokens share a row
+    (stasc.sampling.cpu_engine.shared_rows)."""
     needed = sum(len(row) - 1 for row in rows)
     computed = 0
     for first in range(0, len(rows), samples):
@@ -244,9 +243,9 @@ def main() -> None:
                 with contextlib.ExitStack() as context:
                     if unmerged:  # PEFT's own forward at every step
                         context.enter_context(
-                            mock.patch.object(stasc.packed_weights, "mergeable_lora_layers", lambda model: []))
+                            mock.patch.object(packed_weights, "mergeable_lora_layers", lambda model: []))
                         context.enter_context(
-                            mock.patch.object(stasc.decoding, "supports_llama_steps", lambda model: False))
+                            mock.patch.object(decoding, "supports_llama_steps", lambda model: False))
                     adapted_rows, adapted_seconds = timed(ours, adapted, tokenizer, prompts, args.samples, settings,
                                                           our_prompts, 0)
                 adapter_rates[name] = count_tokens(adapted_rows, stops) / adapted_seconds

@@ -4,7 +4,7 @@
     python bench/iteration.py                # 32 questions, N_init = N_corr = 2
     python bench/iteration.py --scaling      # stasc alone at three sizes of questions and of N_init x N_corr
 
-Both arms run train.py's loop (stasc.loop.StascRun, variant ENF, --iterations 1) on the same
+Both arms run train.py's loop (stasc.run.loop.StascRun, variant ENF, --iterations 1) on the same
 questions and settings in one process. Iteration 0 evaluates M0 (and warms up the kernels);
 iteration 1 samples initial answers and corrections, filters, fine-tunes and evaluates, and is
 what is timed (the seconds its run.json records). The textbook arm swaps in plain
@@ -34,14 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import append_result  # noqa: E402
 from bench.generation import plain_generate  # noqa: E402
 from bench.training import plain_trainer  # noqa: E402
-import stasc.loop  # noqa: E402
+import stasc.run.loop  # noqa: E402
 from stasc.config import StascConfig  # noqa: E402
-from stasc.decoding import DecodeSettings  # noqa: E402
-from stasc.loop import StascRun  # noqa: E402
-from stasc.policy import Policy  # noqa: E402
-from stasc.prompts import Message  # noqa: E402
-from stasc.tokenization import IGNORE_INDEX, render_prompt, tokenize_conversation  # noqa: E402
-from stasc.training import TrainingReport, train_adapter  # noqa: E402
+from stasc.sampling.cpu_engine.decoding import DecodeSettings  # noqa: E402
+from stasc.run.loop import StascRun  # noqa: E402
+from stasc.modeling.policy import Policy  # noqa: E402
+from stasc.core.prompts import Message  # noqa: E402
+from stasc.modeling.tokenization import IGNORE_INDEX, render_prompt, tokenize_conversation  # noqa: E402
+from stasc.training.lora import TrainingReport, train_adapter  # noqa: E402
 
 TEXTBOOK_BATCH = 64  # sequences per generate call, as in bench/generation.py
 
@@ -125,7 +125,7 @@ def one_iteration(config: StascConfig, *, textbook: bool) -> Work:
             work.trained_examples += report.examples
             return report
 
-        with mock.patch.object(stasc.loop, "train_adapter", timed_training):
+        with mock.patch.object(stasc.run.loop, "train_adapter", timed_training):
             manifest = run.run()
     work.iteration_seconds = manifest["iterations"][1]["seconds"]
     return work

@@ -7,7 +7,7 @@ Both fine-tune the same LoRA (r 8, all linear layers) of the bundled model on th
 conversations (built-in questions with a wrong first answer and a corrected second one,
 loss only on the correction), one epoch, batch 8, same seed. The baseline is what one
 would write with Trainer: float32 weights, padded batches. stasc's step is
-stasc.training.train_adapter as the loop calls it. Reports processed tokens per second
+stasc.training.lora.train_adapter as the loop calls it. Reports processed tokens per second
 (all tokens of each conversation); the loss both trained adapters reach, each measured the
 same way (float32, all conversations) next to its spread over two seeds; and stasc's time
 with each of its ideas undone.
@@ -29,16 +29,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import stasc.training  # noqa: E402
+import stasc.training.lora  # noqa: E402
 from bench.common import append_result  # noqa: E402
 from stasc.config import DEFAULT_CORRECTION_INSTRUCTIONS, DEFAULT_INSTRUCTIONS, StascConfig  # noqa: E402
 from stasc.data import load_qa_splits  # noqa: E402
-from stasc.loop import lora_config  # noqa: E402
-from stasc.models import load_model, load_tokenizer, pick_dtype, resolve_model_path  # noqa: E402
-from stasc.policy import Policy  # noqa: E402
-from stasc.prompts import training_messages  # noqa: E402
-from stasc.tokenization import tokenize_conversation  # noqa: E402
-from stasc.training import optimizer_steps, train_adapter, warmup_steps  # noqa: E402
+from stasc.run.loop import lora_config  # noqa: E402
+from stasc.modeling.models import load_model, load_tokenizer, pick_dtype, resolve_model_path  # noqa: E402
+from stasc.modeling.policy import Policy  # noqa: E402
+from stasc.core.prompts import training_messages  # noqa: E402
+from stasc.modeling.tokenization import tokenize_conversation  # noqa: E402
+from stasc.training.lora import optimizer_steps, train_adapter, warmup_steps  # noqa: E402
 
 
 def conversations(count: int) -> list[list[dict[str, str]]]:
@@ -155,12 +155,12 @@ def main() -> None:
     base_seconds, base_loss, _, base_adapter = plain_trainer(path, rows, config)
     our_seconds, our_loss, our_adapter = stasc_step(path, rows, config)
     undone = {}
-    with mock.patch.object(stasc.training, "shared_prefix_length", lambda *args: 0):
+    with mock.patch.object(stasc.training.lora, "shared_prefix_length", lambda *args: 0):
         undone["without the shared prompt prefix"] = stasc_step(path, rows, config)[0]
     model_own = lambda device, model_attention, batch_tokens: model_attention  # noqa: E731
-    with mock.patch.object(stasc.training, "training_attention", model_own):
+    with mock.patch.object(stasc.training.lora, "training_attention", model_own):
         undone["with SDPA attention instead of eager"] = stasc_step(path, rows, config)[0]
-    with mock.patch.object(stasc.training, "trains_in_bfloat16", lambda policy: False):
+    with mock.patch.object(stasc.training.lora, "trains_in_bfloat16", lambda policy: False):
         undone["with float32 adapter compute (PEFT's casts)"] = stasc_step(path, rows, config)[0]
     undone["with LoRA dropout 0.05 (the former default)"] = stasc_step(
         path, rows, dataclasses.replace(config, lora_dropout=0.05))[0]

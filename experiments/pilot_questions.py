@@ -18,12 +18,12 @@ import logging
 from pathlib import Path
 
 from stasc.config import DEFAULT_INSTRUCTIONS, StascConfig
-from stasc.generation import SamplingSettings, TransformersSampler
-from stasc.loop import lora_config
-from stasc.models import load_model, load_tokenizer, pick_dtype, resolve_model_path
-from stasc.policy import Policy
-from stasc.prompts import initial_messages
-from stasc.rewards import score_output
+from stasc.core.prompts import initial_messages
+from stasc.core.rewards import score_output
+from stasc.modeling.models import load_model, load_tokenizer, pick_dtype, resolve_model_path
+from stasc.modeling.policy import Policy
+from stasc.run.loop import lora_config
+from stasc.sampling.transformers import SamplingSettings, TransformersSampler
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stasc.results import (  # noqa: E402
+from stasc.results.report import (  # noqa: E402
     RunSummary,
     comparison_table,
     cost_table,

@@ -30,7 +30,7 @@ def install_bundled_model() -> None:
 
 if __name__ == "__main__":
     install_bundled_model()
-    from stasc.app import main
+    from stasc.cli.app import main
 
     run = f"{RUN_REPO}@{REVISION}" if REVISION else RUN_REPO
     sys.exit(main(["--hub-repo", run, "--no-local-runs", *sys.argv[1:]]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Sequence
@@ -359,8 +360,6 @@ class StascConfig:
         if not self.lora_target_modules:
             raise StascError("--lora-target-modules needs at least one module name (or all-linear).")
         if self.push_to_hub is not None:
-            from stasc.hub import check_repo_id
-
             check_repo_id(self.push_to_hub)
         for name in ("instructions", "correction_instructions", "output_dir", "model", "dataset"):
             if not str(getattr(self, name)).strip():
@@ -387,6 +386,19 @@ class StascConfig:
             if spec.name in values:
                 converted[spec.name] = _coerce(spec, values[spec.name], source)
         return cls(**converted)
+
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
+
+
+def check_repo_id(repo_id: str) -> str:
+    """Reject ids the Hub would refuse, before any network call."""
+    if not REPO_ID.match(repo_id) or "--" in repo_id or ".." in repo_id:
+        raise StascError(
+            f"Invalid Hub repository id {repo_id!r}. Use ORG/NAME (letters, digits, '-', '_', '.'), "
+            "e.g. --push-to-hub my-user/smollm2-stasc."
+        )
+    return repo_id
 
 
 def _flag(name: str) -> str:

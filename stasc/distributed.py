@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,7 @@ from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
-from stasc.policy import Policy
-from stasc.prompts import Message
-from stasc.vllm_backend import SharesGpuMemory
+from stasc.modeling.policy import Policy
 
 
 class Processes:
@@ -143,47 +141,3 @@ def _zero3_gathered(parameters: list[torch.nn.Parameter]) -> contextlib.Abstract
     import deepspeed
 
     return deepspeed.zero.GatheredParameters(parameters, modifier_rank=None)
-
-
-class ShardedSampler:
-    """Splits each sampling call over the processes and gives every process all the answers.
-
-    Prompts are dealt round-robin to the groups (group_size processes share one tensor-parallel
-    vLLM engine and sample the same share), so each share has a similar mix of lengths.
-    """
-
-    def __init__(self, inner: Any, processes: Processes, group_size: int = 1) -> None:
-        self.inner = inner
-        self.processes = processes
-        self.group_size = group_size
-
-    def sample(
-        self,
-        conversations: Sequence[Sequence[Message]],
-        num_samples: int,
-        *,
-        adapter: Path | None,
-        seed: int,
-        desc: str,
-        temperature: float | None = None,
-    ) -> list[list[str]]:
-        groups = self.processes.count // self.group_size
-        group = self.processes.index // self.group_size
-        share = list(conversations[group::groups])
-        samples = self.inner.sample(
-            share, num_samples, adapter=adapter, seed=seed, desc=f"{desc} [{group + 1}/{groups}]",
-            temperature=temperature,
-        )
-        shares = dict(self.processes.gather([(group, samples)]))
-        results: list[list[str]] = [[] for _ in conversations]
-        for index, answers in shares.items():
-            results[index::groups] = answers
-        return results
-
-    def release(self) -> None:
-        if isinstance(self.inner, SharesGpuMemory):
-            self.inner.release()
-
-    def reclaim(self) -> None:
-        if isinstance(self.inner, SharesGpuMemory):
-            self.inner.reclaim()

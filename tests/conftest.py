@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import subprocess
@@ -14,26 +13,21 @@ import pytest
 import torch
 from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-from stasc.models import resolve_model_path
+from stasc.modeling.models import resolve_model_path
 
-CITIES = ("Paris", "London", "Rome")
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-HUB_REPO = "stasc-test/tiny-run"
-SYSTEM = list(range(40, 70))  # a prefix all prompts share
-PROMPTS = [SYSTEM + list(range(5, 5 + length)) for length in (3, 9, 4, 12)]  # token ids for tiny_llama
+from testing_utils import CITIES, HUB_REPO, GitMirrorApi, city_question_files, free_port
+
+# Tests run torch on one thread: their models are tiny, and on a machine whose cores other jobs also use, two
+# threads wait on each other (the fast tests took 125 s instead of 26 s with two training runs beside them).
+# Processes the tests start (train.py, app.py, torchrun) keep torch's own choice.
+torch.set_num_threads(1)
 
 
-def tiny_llama(dtype: torch.dtype = torch.float32, peaked: bool = False, **config) -> LlamaForCausalLM:
-    """A 2-layer random Llama with a 96-token vocabulary; `peaked`: its output layer scaled up, so its next-token
-    distributions are narrow and samples of one prompt often draw the same token (not always)."""
-    torch.manual_seed(0)
-    settings = {"vocab_size": 96, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-                "num_attention_heads": 4, "num_key_value_heads": 2, "eos_token_id": 2, "pad_token_id": 2} | config
-    model = LlamaForCausalLM(LlamaConfig(**settings)).to(dtype).eval()
-    if peaked:
-        with torch.no_grad():
-            model.lm_head.weight.mul_(20)
-    return model
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that needs the tiny run (a real two-iteration loop, built once per session) is slow."""
+    for item in items:
+        if "tiny_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -69,69 +63,27 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, smollm_tokenizer_di
     return directory
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return path
-
-
 @pytest.fixture()
 def city_questions(tmp_path: Path) -> tuple[Path, Path]:
     """Train and test JSONL files whose answers are the cities the tiny model can say."""
-    train = [{"id": f"q{i}", "question": f"Which city is number {i}?", "answers": [CITIES[i % 3]]} for i in range(8)]
-    test = [{"id": f"t{i}", "question": f"Which city is test {i}?", "answers": [CITIES[i % 3]]} for i in range(4)]
-    return write_jsonl(tmp_path / "train.jsonl", train), write_jsonl(tmp_path / "test.jsonl", test)
+    return city_question_files(tmp_path)
 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
     """A finished 2-iteration run of the tiny model (read-only for tests: copy it to modify it)."""
     from stasc.config import StascConfig
-    from stasc.loop import StascRun
+    from stasc.run.loop import StascRun
 
     directory = tmp_path_factory.mktemp("tiny-run")
-    train = [{"id": f"q{i}", "question": f"Which city is number {i}?", "answers": [CITIES[i % 3]]} for i in range(8)]
-    test = [{"id": f"t{i}", "question": f"Which city is test {i}?", "answers": [CITIES[i % 3]]} for i in range(4)]
+    train, test = city_question_files(directory)
     config = StascConfig(
-        model=str(tiny_model_dir), dataset=str(write_jsonl(directory / "train.jsonl", train)),
-        test_dataset=str(write_jsonl(directory / "test.jsonl", test)), output_dir=str(directory / "run"),
+        model=str(tiny_model_dir), dataset=str(train), test_dataset=str(test), output_dir=str(directory / "run"),
         iterations=2, n_init=3, n_corr=3, max_new_tokens=4, dtype="float32", train_batch_size=4,
         learning_rate=5e-3, variant="EIE", log_level="warning",
     )
     StascRun(config).run()
     return directory / "run"
-
-
-class GitMirrorApi:
-    """Stands in for HfApi: each create_commit becomes a commit in a local git repository."""
-
-    def __init__(self, mirrors: Path) -> None:
-        self.mirrors = mirrors
-
-    def _repo(self, repo_id: str, repo_type: str) -> Path:
-        return self.mirrors / ("models" if repo_type == "model" else "datasets") / repo_id
-
-    def create_repo(self, repo_id: str, *, repo_type: str, private: bool, exist_ok: bool) -> None:
-        path = self._repo(repo_id, repo_type)
-        if not path.exists():
-            path.mkdir(parents=True)
-            subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
-
-    def create_commit(self, repo_id: str, operations, *, repo_type: str, commit_message: str) -> None:
-        path = self._repo(repo_id, repo_type)
-        for operation in operations:
-            target = path / operation.path_in_repo
-            target.parent.mkdir(parents=True, exist_ok=True)
-            source = operation.path_or_fileobj
-            target.write_bytes(source if isinstance(source, bytes) else Path(source).read_bytes())
-        git = ["git", "-C", str(path), "-c", "user.name=stasc", "-c", "user.email=stasc@localhost"]
-        subprocess.run([*git, "add", "-A"], check=True)
-        subprocess.run([*git, "commit", "-q", "-m", commit_message], check=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -140,7 +92,7 @@ def hub_server(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory):
     HUB_REPO that push_run wrote for the tiny run; yields (endpoint URL, its working folder).
     Clients must run in a subprocess with HF_ENDPOINT=endpoint and HF_HUB_DISABLE_XET=1,
     because huggingface_hub reads the endpoint when it is first imported."""
-    from stasc.hub import push_run
+    from stasc.hub.push import push_run
 
     root = tmp_path_factory.mktemp("olah")
     push_run(shutil.copytree(tiny_run, root / "run"), HUB_REPO, api=GitMirrorApi(root / "mirrors"))

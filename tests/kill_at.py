@@ -23,11 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import transformers  # noqa: E402
 
-import stasc.filtering  # noqa: E402
-import stasc.generation  # noqa: E402
-import stasc.loop  # noqa: E402
-import stasc.storage  # noqa: E402
-from stasc.cli import train_main  # noqa: E402
+import stasc.core.filtering  # noqa: E402
+import stasc.run.storage  # noqa: E402
+import stasc.sampling.transformers  # noqa: E402
+from stasc.cli.train import train_main  # noqa: E402
 
 
 def main() -> int:
@@ -44,7 +43,8 @@ def main() -> int:
             os.kill(os.getpid(), signal.SIGKILL)
 
     if kind == "batch":
-        sample, generate_batch = stasc.generation.TransformersSampler.sample, stasc.generation.TransformersSampler._generate_batch
+        sampler = stasc.sampling.transformers.TransformersSampler
+        sample, generate_batch = sampler.sample, sampler._generate_batch
         current = {"desc": None}
 
         def tracked_sample(self, conversations, num_samples, *, seed, desc, **settings):
@@ -56,16 +56,16 @@ def main() -> int:
                 reached()
             return generate_batch(self, *args, **kwargs)
 
-        stasc.generation.TransformersSampler.sample = tracked_sample
-        stasc.generation.TransformersSampler._generate_batch = killing_batch
+        sampler.sample = tracked_sample
+        sampler._generate_batch = killing_batch
     elif kind == "filter":
-        keep = stasc.filtering.keep_correction
+        keep = stasc.core.filtering.keep_correction
 
         def killing_keep(*args, **kwargs):
             reached()
             return keep(*args, **kwargs)
 
-        stasc.filtering.keep_correction = killing_keep
+        stasc.core.filtering.keep_correction = killing_keep
     elif kind == "train_step":
         step = transformers.Trainer.training_step
 
@@ -82,7 +82,7 @@ def main() -> int:
                 reached()
             return replace(source, destination, *args, **kwargs)
 
-        stasc.storage.os.replace = killing_replace
+        stasc.run.storage.os.replace = killing_replace
     else:
         raise SystemExit(f"unknown kill point {point!r}")
     return train_main(train_args)

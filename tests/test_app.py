@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,18 +19,18 @@ import torch
 
 from stasc.app import handlers as handlers_module
 from stasc.app.catalog import BUNDLED_KEY, Catalog, parse_hub_spec
-from stasc.app.cli import create_app, parse_args
+from stasc.cli.app import create_app, parse_args
 from stasc.app.engine import Engine
 from stasc.app.handlers import CORRECTION_TITLE, Handlers, builtin_examples, model_conversation, normalize_history
 from stasc.app.ui import launch
 from stasc.errors import StascError
-from stasc.manifest import TRANSITIONS, read_manifest
-from stasc.prompts import correction_messages, initial_messages
-from stasc.rewards import in_accuracy
-from stasc.sources import RunSource, load_iteration
-from stasc.tokenization import render_prompt
+from stasc.run.manifest import TRANSITIONS, read_manifest
+from stasc.core.prompts import correction_messages, initial_messages
+from stasc.core.rewards import in_accuracy
+from stasc.hub.sources import RunSource
+from stasc.modeling.tokenization import render_prompt
 
-from conftest import free_port
+from testing_utils import app_environment, free_port, last, load_iteration_model, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "local:tiny"
@@ -61,19 +60,13 @@ def handlers(runs_dir: Path) -> Handlers:
 
 
 def greedy(source: RunSource, iteration: int, messages: list[dict[str, str]], max_new_tokens: int) -> str:
-    """What the run's own model (loaded by stasc.sources, not the app) says greedily to a conversation."""
-    loaded = load_iteration(source, iteration, dtype="float32")
-    ids = loaded.tokenizer(render_prompt(loaded.tokenizer, messages), return_tensors="pt", add_special_tokens=False)
+    """What the run's own model (loaded by testing_utils, not the app) says greedily to a conversation."""
+    model, tokenizer = load_iteration_model(source, iteration, dtype="float32")
+    ids = tokenizer(render_prompt(tokenizer, messages), return_tensors="pt", add_special_tokens=False)
     with torch.inference_mode():
-        output = loaded.model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, top_k=None,
-                                       pad_token_id=loaded.tokenizer.pad_token_id)
-    return loaded.tokenizer.decode(output[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-
-
-def last(items: Iterator[Any]) -> Any:
-    values = list(items)
-    assert values, "the handler yielded nothing"
-    return values[-1]
+        output = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, top_k=None,
+                                pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(output[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
 
 # Which runs are offered
@@ -480,26 +473,6 @@ def test_a_full_queue_turns_visitors_away_cleanly_and_the_app_keeps_serving(runs
         assert not isinstance(ask_concurrently(url, ["Which city is test 1?"])[0], Exception)
     finally:
         demo.close()
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the app exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"the app did not start within {timeout} s:\n{log.read_text()[-3000:]}")
-
-
-def app_environment(**extra: str) -> dict[str, str]:
-    """The environment of a fresh shell: no run or Hub settings of the caller, no Gradio analytics."""
-    skipped = ("STASC_RUNS", "STASC_HUB", "GRADIO_")
-    env = {key: value for key, value in os.environ.items() if not key.startswith(skipped)}
-    return {**env, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1", **extra}
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stasc.cli import train_main
+from stasc.cli.train import train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,9 +22,9 @@ from stasc.data import (
 )
 from stasc.errors import StascError
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+PUBLIC_QA_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_shared_data = pytest.mark.skipif(
-    not SHARED_DATA.is_dir(), reason=f"shared data folder {SHARED_DATA} is absent on this machine"
+    not PUBLIC_QA_DATA.is_dir(), reason=f"shared data folder {PUBLIC_QA_DATA} is absent on this machine"
 )
 
 
@@ -570,7 +570,7 @@ def test_data_folder_missing_column(tmp_path: Path) -> None:
 @needs_shared_data
 @pytest.mark.parametrize("name", ["s_nq", "s_trivia"])
 def test_shared_adaptive_rag_subsets(name: str) -> None:
-    folder = SHARED_DATA / "stasc_adaptive_rag"
+    folder = PUBLIC_QA_DATA / "stasc_adaptive_rag"
     train, test = load_qa_splits(str(folder / f"{name}.train.jsonl"), test_dataset=str(folder / f"{name}.test.jsonl"))
     assert (len(train), len(test)) == (500, 500)
     assert train[0].id.startswith(f"single_{name[2:]}_dev_") and len({e.id for e in train + test}) == 1000
@@ -579,7 +579,7 @@ def test_shared_adaptive_rag_subsets(name: str) -> None:
 
 @needs_shared_data
 def test_shared_nq_open_dev_needs_answer_column() -> None:
-    path = SHARED_DATA / "nq_open" / "NQ-open.dev.jsonl"
+    path = PUBLIC_QA_DATA / "nq_open" / "NQ-open.dev.jsonl"
     train, test = load_qa_splits(str(path), answers_column="answer")
     assert (len(train), len(test)) == (2888, 722)
     assert test[0].answers and not normalized(train) & normalized(test)
@@ -589,7 +589,7 @@ def test_shared_nq_open_dev_needs_answer_column() -> None:
 
 @needs_shared_data
 def test_shared_triviaqa_test_file() -> None:
-    examples = load_qa_file(SHARED_DATA / "triviaqa" / "triviaqa-unfiltered.dev.dpr-test.jsonl")
+    examples = load_qa_file(PUBLIC_QA_DATA / "triviaqa" / "triviaqa-unfiltered.dev.dpr-test.jsonl")
     assert len(examples) == 11313
     assert examples[0] == QAExample("triviaqa-unfiltered.dev.dpr-test-1", "Who was the man behind The Chipmunks?",
                                     ("David Seville",))

@@ -16,8 +16,8 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-import stasc.decoding
-from stasc.decoding import (
+from stasc.sampling.cpu_engine import decoding
+from stasc.sampling.cpu_engine.decoding import (
     MIN_SHARED_PREFIX,
     SHORTLIST,
     DecodeSettings,
@@ -31,7 +31,7 @@ from stasc.decoding import (
     token_probabilities,
 )
 
-from conftest import PROMPTS, tiny_llama
+from testing_utils import PROMPTS, tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +46,10 @@ def free_model(smollm_tokenizer_dir: Path):
 
 @pytest.fixture(params=["llama steps", "model forward"])
 def step_path(request, monkeypatch) -> Iterator[list[str]]:
-    """Decode steps through stasc.llama_steps, or (for models it does not cover) through the model's own forward;
-    collects which one decode used."""
+    """Decode steps through stasc.sampling.cpu_engine.llama_steps, or (for models it does not cover) through the
+    model's own forward; collects which one decode used."""
     used: list[str] = []
-    real_llama, real_model = stasc.decoding.LlamaSteps, stasc.decoding.ModelSteps
+    real_llama, real_model = decoding.LlamaSteps, decoding.ModelSteps
 
     def spy(real, name):
         def build(*args, **kwargs):
@@ -57,10 +57,10 @@ def step_path(request, monkeypatch) -> Iterator[list[str]]:
             return real(*args, **kwargs)
         return build
 
-    monkeypatch.setattr(stasc.decoding, "LlamaSteps", spy(real_llama, "llama steps"))
-    monkeypatch.setattr(stasc.decoding, "ModelSteps", spy(real_model, "model forward"))
+    monkeypatch.setattr(decoding, "LlamaSteps", spy(real_llama, "llama steps"))
+    monkeypatch.setattr(decoding, "ModelSteps", spy(real_model, "model forward"))
     if request.param == "model forward":
-        monkeypatch.setattr(stasc.decoding, "supports_llama_steps", lambda model: False)
+        monkeypatch.setattr(decoding, "supports_llama_steps", lambda model: False)
     yield used
     assert set(used) == {request.param}
 
@@ -88,6 +88,7 @@ def reference_generate(model, tokenizer, prompts, num_samples, max_new_tokens):
     return rows
 
 
+@pytest.mark.slow
 def test_greedy_matches_generate_token_for_token(free_model, step_path) -> None:
     model, tokenizer = free_model
     prompts = prompts_of(tokenizer, QUESTIONS)
@@ -101,7 +102,7 @@ def test_the_model_forward_prefills_the_shared_prefix_once_then_prompts_in_lengt
     free_model, monkeypatch
 ) -> None:
     model, tokenizer = free_model
-    monkeypatch.setattr(stasc.decoding, "supports_llama_steps", lambda model: False)
+    monkeypatch.setattr(decoding, "supports_llama_steps", lambda model: False)
     prompts = prompts_of(tokenizer, QUESTIONS)
     shared = shared_prompt_prefix(prompts)
     calls: list[tuple[int, ...]] = []
@@ -130,7 +131,7 @@ def test_llama_steps_prefill_the_shared_prefix_once_then_each_prompt_s_own_token
     shared = shared_prompt_prefix(prompts)
     prefixes: list[list[int]] = []
     prefilled: list[list[list[int]]] = []
-    real_prefix, real_prefill = stasc.decoding.prefill_shared_prefix, stasc.decoding.prefill
+    real_prefix, real_prefill = decoding.prefill_shared_prefix, decoding.prefill
 
     def prefix_spy(weights, tokens):
         prefixes.append(list(tokens))
@@ -140,11 +141,11 @@ def test_llama_steps_prefill_the_shared_prefix_once_then_each_prompt_s_own_token
         prefilled.append([list(row) for row in rows])
         return real_prefill(weights, rows, start, prefix)
 
-    monkeypatch.setattr(stasc.decoding, "prefill_shared_prefix", prefix_spy)
-    monkeypatch.setattr(stasc.decoding, "prefill", prefill_spy)
+    monkeypatch.setattr(decoding, "prefill_shared_prefix", prefix_spy)
+    monkeypatch.setattr(decoding, "prefill", prefill_spy)
     packings: list[int] = []
-    real_packing = stasc.decoding.packed_linear_weights
-    monkeypatch.setattr(stasc.decoding, "packed_linear_weights", lambda model: packings.append(1) or real_packing(model))
+    real_packing = decoding.packed_linear_weights
+    monkeypatch.setattr(decoding, "packed_linear_weights", lambda model: packings.append(1) or real_packing(model))
     forwards: list[int] = []
     hook = model.register_forward_pre_hook(lambda module, args: forwards.append(1))
     try:
@@ -157,6 +158,7 @@ def test_llama_steps_prefill_the_shared_prefix_once_then_each_prompt_s_own_token
     assert not packings, "nor are its layers packed for it: only the fused weights are, once"
 
 
+@pytest.mark.slow
 def test_models_with_a_sliding_window_keep_their_own_attention(smollm_tokenizer_dir: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(smollm_tokenizer_dir)
     torch.manual_seed(2)
@@ -177,6 +179,7 @@ def test_models_with_a_sliding_window_keep_their_own_attention(smollm_tokenizer_
     assert ours == reference_generate(model, tokenizer, prompts, 2, 16)
 
 
+@pytest.mark.slow
 def test_greedy_matches_generate_without_a_shared_prefix(free_model, step_path) -> None:
     model, tokenizer = free_model
     prompts = [tokenizer(question)["input_ids"] for question in QUESTIONS]
@@ -200,6 +203,7 @@ def test_shared_prefix_leaves_every_prompt_a_token_of_its_own() -> None:
     assert shared_prompt_prefix([system[:MIN_SHARED_PREFIX - 1] + [1], system[:MIN_SHARED_PREFIX - 1] + [2]]) == 0
 
 
+@pytest.mark.slow
 def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(free_model, step_path) -> None:
     model, tokenizer = free_model
     prompts = prompts_of(tokenizer, QUESTIONS)
@@ -213,6 +217,7 @@ def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(free_m
         assert short == expected
 
 
+@pytest.mark.slow
 def test_sampling_is_reproducible_and_varied(free_model, step_path) -> None:
     model, tokenizer = free_model
     prompts = prompts_of(tokenizer, QUESTIONS[:2])
@@ -225,16 +230,16 @@ def test_sampling_is_reproducible_and_varied(free_model, step_path) -> None:
 def test_samples_share_a_row_until_they_differ_and_each_draws_from_its_own_prefix(monkeypatch, step_path) -> None:
     model, prompts = tiny_llama(peaked=True), PROMPTS
     draws: list[tuple[torch.Tensor, list[list[int]]]] = []  # each step's row logits, and the sequences of each row
-    real_sample, real_regrouped = stasc.decoding.sample_next, stasc.decoding.regrouped
+    real_sample, real_regrouped = decoding.sample_next, decoding.regrouped
     pending: list[torch.Tensor] = []
-    monkeypatch.setattr(stasc.decoding, "sample_next",
+    monkeypatch.setattr(decoding, "sample_next",
                         lambda logits, *args: pending.append(logits.clone()) or real_sample(logits, *args))
 
     def regrouped(groups, tokens, stops):
         draws.append((pending[-1], [list(group) for group in groups]))
         return real_regrouped(groups, tokens, stops)
 
-    monkeypatch.setattr(stasc.decoding, "regrouped", regrouped)
+    monkeypatch.setattr(decoding, "regrouped", regrouped)
     sequences = decode(model, prompts, 4, DecodeSettings(10, 0.5, 0.9), pad_token_id=2, stop_ids=[2], seed=0)
     assert len(draws[0][1]) == len(prompts), "the samples of a prompt start in one row"
     assert any(len(groups) > len(draws[0][1]) for _, groups in draws), "rows split when their samples' tokens differ"
@@ -258,7 +263,7 @@ def test_a_row_per_sample_gives_what_shared_rows_give(monkeypatch, step_path) ->
     model = tiny_llama(peaked=True)
     settings = DecodeSettings(10, 0.0, 1.0)
     shared = decode(model, PROMPTS, 3, settings, pad_token_id=2, stop_ids=[2], seed=0)
-    monkeypatch.setattr(stasc.decoding, "sample_groups",
+    monkeypatch.setattr(decoding, "sample_groups",
                         lambda prompts, samples: [[sequence] for sequence in range(prompts * samples)])
     apart = decode(model, PROMPTS, 3, settings, pad_token_id=2, stop_ids=[2], seed=0)
     assert apart == shared
@@ -345,7 +350,7 @@ def test_prompt_logits_reach_a_frozen_output_layer_as_one_matrix(free_model, mon
     from peft import LoraConfig, get_peft_model
 
     model, tokenizer = free_model
-    monkeypatch.setattr(stasc.decoding, "supports_llama_steps", lambda model: False)  # prompts through the forward
+    monkeypatch.setattr(decoding, "supports_llama_steps", lambda model: False)  # prompts through the forward
     peft_model = get_peft_model(model, LoraConfig(r=2, target_modules="all-linear"))
     seen: list[bool] = []
     output_layer = peft_model.get_output_embeddings()

@@ -19,16 +19,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import free_port
 from stasc import distributed
 from stasc.config import StascConfig
 from stasc.distributed import Processes, current_processes, full_adapter_state
-from stasc.loop import lora_config
-from stasc.manifest import read_manifest
-from stasc.models import load_model, load_tokenizer
-from stasc.policy import Policy
-from stasc.training import optimizer_steps
-from test_loop import make_config
+from stasc.run.loop import lora_config
+from stasc.run.manifest import read_manifest
+from stasc.modeling.models import load_model, load_tokenizer
+from stasc.modeling.policy import Policy
+from stasc.training.lora import optimizer_steps
+
+from testing_utils import free_port, make_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +71,8 @@ SHARDING = """
     import json, os, time
     from pathlib import Path
     import torch
-    from stasc.distributed import ShardedSampler, current_processes
+    from stasc.distributed import current_processes
+    from stasc.sampling.sharded import ShardedSampler
 
     class EchoSampler:
         def __init__(self):
@@ -103,6 +104,7 @@ SHARDING = """
 """
 
 
+@pytest.mark.slow
 def test_sampling_is_shared_out_and_every_process_gets_every_answer(tmp_path) -> None:
     ranks = torchrun(SHARDING, 4, tmp_path=tmp_path)
     expected = EchoSampler().sample([f"q{i}" for i in range(7)], 2, adapter=None, seed=0, desc="")
@@ -189,7 +191,7 @@ LOOP = """
     import json, os, sys
     import torch
     from stasc.config import StascConfig
-    from stasc.loop import StascRun
+    from stasc.run.loop import StascRun
 
     config = StascConfig(**json.loads(sys.argv[1]))
     run = StascRun(config)

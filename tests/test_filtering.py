@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from stasc.errors import StascError
-from stasc.filtering import (
+from stasc.core.filtering import (
     FILTER_MODES,
     Transitions,
     check_filter_mode,

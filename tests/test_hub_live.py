@@ -19,9 +19,9 @@ def test_push_and_pull_through_the_real_hub(tiny_run: Path, tmp_path: Path) -> N
     from datasets import load_dataset
     from huggingface_hub import HfApi
 
-    from stasc.hub import push_run
-    from stasc.manifest import read_manifest
-    from stasc.sources import RunSource, list_iterations, load_iteration
+    from stasc.hub.push import push_run
+    from stasc.run.manifest import read_manifest
+    from stasc.hub.sources import RunSource, adapter_location, list_iterations
 
     api = HfApi()
     repo = f"{api.whoami()['name']}/stasc-live-test-{uuid.uuid4().hex[:8]}"
@@ -31,7 +31,7 @@ def test_push_and_pull_through_the_real_hub(tiny_run: Path, tmp_path: Path) -> N
         assert push_run(run_dir, repo, private=True).pushed == []
         source = RunSource(repo)
         assert [e["metrics"] for e in list_iterations(source)] == [e["metrics"] for e in read_manifest(run_dir)["iterations"]]
-        assert load_iteration(source, 2, dtype="float32").iteration == 2
+        assert adapter_location(source, 2) == (repo, "iteration_02")
         assert load_dataset(repo, "evaluation", split="iteration_01").num_rows == 4
     finally:
         for repo_type in ("model", "dataset"):

@@ -7,13 +7,12 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-import stasc.decoding
-import stasc.llama_steps
-import stasc.shared_rows
-from stasc.decoding import DecodeSettings, decode
-from stasc.llama_steps import supports_llama_steps
+import stasc.sampling.cpu_engine.llama_steps
+from stasc.sampling.cpu_engine import decoding, shared_rows
+from stasc.sampling.cpu_engine.decoding import DecodeSettings, decode
+from stasc.sampling.cpu_engine.llama_steps import supports_llama_steps
 
-from conftest import PROMPTS, tiny_llama
+from testing_utils import PROMPTS, tiny_llama
 
 def with_lora(model: torch.nn.Module, **lora) -> torch.nn.Module:
     adapted = get_peft_model(model, LoraConfig(r=2, target_modules="all-linear", **lora))
@@ -34,8 +33,8 @@ def step_logits(
     them); `moves` collects how many rows moved into the places of finished ones at each drop."""
     seen: list[torch.Tensor] = []
     built: list[int] = []
-    real, real_steps = stasc.decoding.sample_next, stasc.decoding.LlamaSteps
-    real_moves = stasc.shared_rows.compaction_moves
+    real, real_steps = decoding.sample_next, decoding.LlamaSteps
+    real_moves = shared_rows.compaction_moves
 
     def recording(logits, *args, **kwargs):
         seen.append(logits.float().clone())
@@ -47,11 +46,11 @@ def step_logits(
         return holes, movers
 
     with monkeypatch.context() as patch:
-        patch.setattr(stasc.decoding, "sample_next", recording)
-        patch.setattr(stasc.shared_rows, "compaction_moves", counted_moves)
-        patch.setattr(stasc.decoding, "LlamaSteps", lambda *args: built.append(1) or real_steps(*args))
+        patch.setattr(decoding, "sample_next", recording)
+        patch.setattr(shared_rows, "compaction_moves", counted_moves)
+        patch.setattr(decoding, "LlamaSteps", lambda *args: built.append(1) or real_steps(*args))
         if not llama_steps:
-            patch.setattr(stasc.decoding, "supports_llama_steps", lambda model: False)
+            patch.setattr(decoding, "supports_llama_steps", lambda model: False)
         tokens = decode(model, PROMPTS, 2, settings, pad_token_id=2, stop_ids=stop_ids, seed=0)
     assert bool(built) == llama_steps, "decode took the path the comparison asks for"
     return tokens, seen
@@ -89,10 +88,11 @@ def test_rows_that_split_between_samples_give_the_logits_of_the_models_own_forwa
 
 
 def test_prompts_prefilled_in_several_groups_give_the_same_logits(monkeypatch) -> None:
-    monkeypatch.setattr(stasc.llama_steps, "PREFILL_TOKENS", 12)  # the prompts' own tokens are 1-10 wide here
+    steps = stasc.sampling.cpu_engine.llama_steps
+    monkeypatch.setattr(steps, "PREFILL_TOKENS", 12)  # the prompts' own tokens are 1-10 wide here
     groups: list[int] = []
-    real = stasc.llama_steps._prefill_group
-    monkeypatch.setattr(stasc.llama_steps, "_prefill_group", lambda *args: groups.append(1) or real(*args))
+    real = steps._prefill_group
+    monkeypatch.setattr(steps, "_prefill_group", lambda *args: groups.append(1) or real(*args))
     assert_same_steps(tiny_llama(), monkeypatch, atol=1e-5)
     assert len(groups) == 1 + len(PROMPTS), "the shared prefix, then each prompt in a group of its own"
 

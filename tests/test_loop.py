@@ -15,19 +15,10 @@ from safetensors.torch import load_file
 
 from stasc.config import PAPER_VARIANTS, StascConfig
 from stasc.errors import StascError
-from stasc.loop import StascRun
-from stasc.manifest import read_manifest
+from stasc.run.loop import StascRun
+from stasc.run.manifest import read_manifest
 
-
-def make_config(directory: Path, model: Path, questions: tuple[Path, Path], **overrides) -> StascConfig:
-    train, test = questions
-    settings = dict(
-        model=str(model), dataset=str(train), test_dataset=str(test), output_dir=str(directory / "run"),
-        iterations=2, n_init=3, n_corr=3, max_new_tokens=4, dtype="float32", train_batch_size=4,
-        learning_rate=5e-3, variant="EIE", generation_batch_size=64, log_level="warning",
-    )
-    settings.update(overrides)
-    return StascConfig(**settings)
+from testing_utils import make_config
 
 
 class RecordingSampler:
@@ -135,7 +126,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, tiny_model_dir, ci
         if fail_on == "training":
             def crash(*args, **kwargs):
                 raise KeyboardInterrupt
-            monkeypatch.setattr("stasc.loop.train_adapter", crash)
+            monkeypatch.setattr("stasc.run.loop.train_adapter", crash)
         with pytest.raises(KeyboardInterrupt):
             interrupted.run()
         monkeypatch.undo()
@@ -278,7 +269,7 @@ def test_empty_filter_carries_the_model_forward(tmp_path, tiny_model_dir, city_q
 def test_damaged_files_are_named_with_the_way_out(tmp_path, tiny_run) -> None:
     import shutil
 
-    from stasc.manifest import read_manifest as read
+    from stasc.run.manifest import read_manifest as read
 
     run_dir = Path(shutil.copytree(tiny_run, tmp_path / "run"))
     config = StascConfig(**{**read(run_dir)["config"], "output_dir": str(run_dir), "iterations": 3})
@@ -290,7 +281,7 @@ def test_damaged_files_are_named_with_the_way_out(tmp_path, tiny_run) -> None:
     run = StascRun(config)
     with pytest.raises(StascError, match=r"iteration_02/adapter/adapter_model.safetensors cannot be read.*rerun"):
         run.run()  # iteration 3 starts from M_2, whose adapter is half-written
-    from stasc.storage import read_parquet
+    from stasc.run.storage import read_parquet
 
     with pytest.raises(StascError, match=r"corrections.parquet is damaged.*Delete it and rerun"):
         read_parquet(corrections)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stasc.metrics import ALIASES, HEADLINE, per_question, self_correction_metrics
+from stasc.core.metrics import ALIASES, HEADLINE, per_question, self_correction_metrics
 
 
 def test_samples_of_a_question_are_averaged_before_questions() -> None:

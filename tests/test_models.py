@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from stasc.errors import StascError
-from stasc.models import load_model, load_tokenizer, pick_dtype, resolve_model_path
+from stasc.modeling.models import load_model, load_tokenizer, pick_dtype, resolve_model_path
 
 
 def test_bundled_model_is_converted_to_a_plain_checkpoint(smollm_tokenizer_dir: Path) -> None:
@@ -62,10 +62,10 @@ def test_bundled_model_answers_easy_questions(smollm_tokenizer_dir: Path) -> Non
     from peft import LoraConfig
 
     from stasc.config import DEFAULT_INSTRUCTIONS
-    from stasc.generation import SamplingSettings, TransformersSampler
-    from stasc.policy import Policy
-    from stasc.prompts import initial_messages
-    from stasc.rewards import in_accuracy
+    from stasc.sampling.transformers import SamplingSettings, TransformersSampler
+    from stasc.modeling.policy import Policy
+    from stasc.core.prompts import initial_messages
+    from stasc.core.rewards import in_accuracy
 
     tokenizer = load_tokenizer(str(smollm_tokenizer_dir))
     model = load_model(str(smollm_tokenizer_dir), dtype=pick_dtype("auto"))

@@ -9,10 +9,10 @@ from peft import LoraConfig, get_peft_model
 from peft.tuners.lora.layer import Linear as LoraLinear
 from transformers import LlamaConfig, LlamaForCausalLM
 
-import stasc.decoding
-from stasc import packed_weights
-from stasc.decoding import DecodeSettings, decode
-from stasc.packed_weights import (
+import stasc.sampling.cpu_engine.decoding
+from stasc.sampling.cpu_engine import packed_weights
+from stasc.sampling.cpu_engine.decoding import DecodeSettings, decode
+from stasc.sampling.cpu_engine.packed_weights import (
     FrozenLinear,
     effective_weight,
     is_one_matrix,
@@ -122,7 +122,7 @@ def test_sampling_draws_the_same_tokens_with_and_without_packing(monkeypatch, ll
     prompts = [list(range(5, 25)) + [30 + i] for i in range(3)]
     settings = DecodeSettings(10, 0.8, 0.9)
     if not llama_steps:
-        monkeypatch.setattr(stasc.decoding, "supports_llama_steps", lambda model: False)
+        monkeypatch.setattr(stasc.sampling.cpu_engine.decoding, "supports_llama_steps", lambda model: False)
     calls: list[int] = []
     real_layer, real_frozen = packed_weights._packed_linear, FrozenLinear.__call__
 

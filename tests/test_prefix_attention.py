@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from stasc.prefix_attention import (
+from stasc.sampling.cpu_engine.prefix_attention import (
     IMPLEMENTATION,
     SharedPrefix,
     shared_prefix_attention,

@@ -5,7 +5,7 @@ from collections.abc import Callable
 import pytest
 
 from stasc.errors import StascError
-from stasc.rewards import (
+from stasc.core.rewards import (
     EXTRACTIONS,
     REWARD_NAMES,
     binary_reward,

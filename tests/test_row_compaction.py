@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from stasc.row_compaction import compaction_moves, moved_rows
+from stasc.sampling.cpu_engine.row_compaction import compaction_moves, moved_rows
 
 
 def test_unfinished_rows_from_the_end_fill_the_places_of_finished_ones() -> None:

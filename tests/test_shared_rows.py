@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stasc.shared_rows import regrouped, sample_groups
+from stasc.sampling.cpu_engine.shared_rows import regrouped, sample_groups
 
 STOP = 2
 

@@ -16,10 +16,12 @@ import torch
 from safetensors.torch import load_file
 
 from stasc.errors import StascError
-from stasc.manifest import read_manifest
-from stasc.sources import RunSource, list_iterations, load_evaluation, load_iteration
+from stasc.run.manifest import read_manifest
+from stasc.hub.sources import RunSource, adapter_location, list_iterations, load_evaluation
 
-from conftest import HUB_REPO as REPO
+from testing_utils import HUB_REPO as REPO, load_iteration_model
+
+TESTS = Path(__file__).resolve().parent
 
 
 READER = r"""
@@ -27,21 +29,24 @@ import json, sys
 import torch
 from datasets import load_dataset
 from safetensors.torch import load_file
-from stasc.sources import RunSource, list_iterations, load_evaluation, load_iteration
+from stasc.hub.sources import RunSource, list_iterations, load_evaluation
 from stasc.errors import StascError
 
 repo, local = sys.argv[1], sys.argv[2]
+sys.path.insert(0, sys.argv[3])
+from testing_utils import load_iteration_model
+
 source = RunSource(repo)
 out = {"metrics": [entry["metrics"] for entry in list_iterations(source)]}
-loaded = load_iteration(source, 2)
-state = {k: v for k, v in loaded.model.state_dict().items() if "lora_B" in k}
+model, tokenizer = load_iteration_model(source, 2, dtype="auto")
+state = {k: v for k, v in model.state_dict().items() if "lora_B" in k}
 saved = load_file(local + "/iteration_02/adapter/adapter_model.safetensors")
 out["adapter_matches"] = all(
     any(torch.equal(v, s) for s in saved.values()) for v in state.values()
 ) and len(state) == len([k for k in saved if "lora_B" in k])
-ids = loaded.tokenizer("Which city?", return_tensors="pt").input_ids
-out["generated"] = loaded.model.generate(input_ids=ids, max_new_tokens=3, do_sample=False).shape[1] > ids.shape[1]
-out["base_is_plain"] = type(load_iteration(source, 0).model).__name__
+ids = tokenizer("Which city?", return_tensors="pt").input_ids
+out["generated"] = model.generate(input_ids=ids, max_new_tokens=3, do_sample=False).shape[1] > ids.shape[1]
+out["base_is_plain"] = type(load_iteration_model(source, 0, dtype="auto")[0]).__name__
 train = load_dataset(repo, "train", split="iteration_01")
 out["train_rows"] = train.num_rows
 out["train_columns"] = sorted(train.column_names)
@@ -62,8 +67,8 @@ def test_a_pushed_run_is_read_back_through_the_hub_clients(hub_server, tiny_run:
     env = dict(os.environ, HF_ENDPOINT=endpoint, HF_HUB_DISABLE_XET="1", HF_HOME=str(root / "hf-home"),
                HF_HUB_DISABLE_TELEMETRY="1")
     env.pop("HF_HUB_OFFLINE", None)
-    result = subprocess.run([sys.executable, "-c", READER, REPO, str(tiny_run)], env=env, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", READER, REPO, str(tiny_run), str(TESTS)], env=env,
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.split("RESULT", 1)[1])
     manifest = read_manifest(tiny_run)
@@ -81,14 +86,14 @@ def test_local_run_lists_and_loads_iterations(tiny_run: Path) -> None:
     source = RunSource(str(tiny_run))
     iterations = list_iterations(source)
     assert [entry["iteration"] for entry in iterations] == [0, 1, 2]
-    loaded = load_iteration(source, 1, dtype="float32")
+    model, _ = load_iteration_model(source, 1, dtype="float32")
     saved = load_file(str(tiny_run / "iteration_01" / "adapter" / "adapter_model.safetensors"))
-    live = {k: v for k, v in loaded.model.state_dict().items() if "lora_A" in k}
+    live = {k: v for k, v in model.state_dict().items() if "lora_A" in k}
     assert len(live) == len([k for k in saved if "lora_A" in k])
     assert all(any(torch.equal(v, s) for s in saved.values()) for v in live.values())
     assert len(load_evaluation(source, 0)) == 4
     with pytest.raises(StascError, match="iterations 0..2; iteration 5 does not exist"):
-        load_iteration(source, 5)
+        adapter_location(source, 5)
 
 
 def test_damaged_manifest_names_the_file(tiny_run: Path, tmp_path: Path) -> None:

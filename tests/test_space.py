@@ -16,16 +16,16 @@ import yaml
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
-from stasc import space
+from stasc.cli import space as space_cli
+from stasc.hub import space
 from stasc.app.catalog import Catalog
 from stasc.app.engine import Engine
 from stasc.app.handlers import Handlers
 from stasc.errors import StascError
-from stasc.hub import BUNDLED_HUB_ID
-from stasc.manifest import read_manifest
+from stasc.hub.push import BUNDLED_HUB_ID
+from stasc.run.manifest import read_manifest
 
-from conftest import HUB_REPO, free_port
-from test_app import app_environment, last, wait_for_port
+from testing_utils import HUB_REPO, app_environment, free_port, last, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,6 +69,8 @@ def test_assemble_fills_the_templates_and_copies_stasc(tiny_run: Path, tmp_path:
     assert 'RUN_REPO = "me/tiny-run"' in app and 'REVISION = "v1"' in app
     assert (folder / "stasc" / "app" / "ui.py").is_file() and (folder / "stasc" / "resources").is_dir()
     assert not list(folder.rglob("__pycache__"))
+    modules = {path.relative_to(ROOT).as_posix() for path in (ROOT / "stasc").rglob("*.py")}
+    assert {path.relative_to(folder).as_posix() for path in (folder / "stasc").rglob("*.py")} == modules
 
 
 def test_space_pins_match_the_project(tmp_path: Path) -> None:
@@ -151,11 +153,11 @@ def test_deploy_failures_say_what_to_do(tiny_run: Path, status: int, message: st
 def test_command_line(tiny_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     api = mock_api(tiny_run / "run.json")
     monkeypatch.setattr("huggingface_hub.HfApi", lambda: api)
-    monkeypatch.setattr("stasc.cli.setup_logging", lambda level: None)  # keep pytest's log capture in place
-    assert space.main(["deploy", "--space", "me/demo", "--run", "me/tiny-run", "--private"]) == 0
+    monkeypatch.setattr("stasc.cli.space.setup_logging", lambda level: None)  # keep pytest's log capture in place
+    assert space_cli.main(["deploy", "--space", "me/demo", "--run", "me/tiny-run", "--private"]) == 0
     assert "Deployed me/tiny-run to " in capsys.readouterr().out
     assert api.create_repo.call_args.kwargs["private"] is True
-    assert space.main(["deploy", "--space", "me/demo", "--run", "bad id"]) == 2
+    assert space_cli.main(["deploy", "--space", "me/demo", "--run", "bad id"]) == 2
     assert "error: Invalid Hub repository id 'bad id'" in capsys.readouterr().err
 
 

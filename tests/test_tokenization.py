@@ -6,8 +6,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from stasc.errors import StascError
-from stasc.prompts import training_messages
-from stasc.tokenization import IGNORE_INDEX, tokenize_conversation
+from stasc.core.prompts import training_messages
+from stasc.modeling.tokenization import IGNORE_INDEX, tokenize_conversation
 
 LLAMA3_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"

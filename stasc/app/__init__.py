@@ -5,11 +5,5 @@ initial answer and the self-correction side by side; chat, metrics and the run's
     python app.py --hub-repo ORG/RUN   # a run pushed with `python -m stasc push`
 
 Layout in stasc.app.ui, behaviour in stasc.app.handlers, models in stasc.app.engine, the set of
-runs in stasc.app.catalog; `main` parses the flags.
+runs in stasc.app.catalog; stasc.cli.app parses the flags and serves it.
 """
-
-from __future__ import annotations
-
-from stasc.app.cli import main
-
-__all__ = ["main"]

@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stasc.config import StascConfig
+from stasc.config import StascConfig, check_repo_id
 from stasc.errors import StascError
-from stasc.hub import check_repo_id
-from stasc.manifest import MANIFEST_NAME
-from stasc.models import BUNDLED_MODEL, BUNDLED_NAME
-from stasc.sources import RunSource, adapter_location, load_run_manifest
+from stasc.run.manifest import MANIFEST_NAME
+from stasc.modeling.models import BUNDLED_MODEL, BUNDLED_NAME
+from stasc.hub.sources import RunSource, adapter_location, load_run_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +88,7 @@ class RunView:
         return value
 
     def target(self, iteration: Any, *, dtype: str | None, allow_remote_code: bool) -> ModelTarget:
-        """The model to load for an iteration (its adapter located through stasc.sources)."""
+        """The model to load for an iteration (its adapter located through stasc.hub.sources)."""
         iteration = self.check_iteration(iteration)
         trust = bool(self.config.get("trust_remote_code", False))
         if trust and not allow_remote_code:

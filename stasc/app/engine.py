@@ -20,10 +20,10 @@ import torch
 from transformers import PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from stasc.app.catalog import AdapterRef, ModelTarget
-from stasc.decoding import DecodeSettings
+from stasc.sampling.cpu_engine.decoding import DecodeSettings
 from stasc.errors import StascError
-from stasc.prompts import Message
-from stasc.tokenization import render_prompt
+from stasc.core.prompts import Message
+from stasc.modeling.tokenization import render_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class Engine:
         key = (target.base_model, target.cache_dir, target.trust_remote_code, target.dtype)
         loaded = self._bases.get(key)
         if loaded is None:
-            from stasc.models import load_model, load_tokenizer, pick_dtype, resolve_model_path
+            from stasc.modeling.models import load_model, load_tokenizer, pick_dtype, resolve_model_path
 
             logger.info("Loading base model %s", target.base_model)
             path = resolve_model_path(target.base_model, target.cache_dir)

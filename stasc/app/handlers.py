@@ -1,6 +1,6 @@
 """What the app does, apart from its layout: every button's work as a plain method, testable directly.
 
-Prompts are built with stasc.prompts from the run's own instructions, exactly as in training and
+Prompts are built with stasc.core.prompts from the run's own instructions, exactly as in training and
 evaluation, and answers are scored with the run's answer extraction, so what a visitor sees is
 what the run's metrics measure. Errors reach the visitor as gr.Error with a message that says
 what to do; anything unexpected is logged and reported without a stack trace.
@@ -21,13 +21,13 @@ import pandas as pd
 
 from stasc.app.catalog import Catalog, ModelTarget, RunView
 from stasc.app.engine import Engine
-from stasc.decoding import DecodeSettings
+from stasc.sampling.cpu_engine.decoding import DecodeSettings
 from stasc.errors import StascError
-from stasc.manifest import TRANSITIONS
-from stasc.models import BUNDLED_NAME
-from stasc.prompts import Message, correction_messages, initial_messages
-from stasc.rewards import extract_answer, score_output
-from stasc.sources import load_evaluation
+from stasc.run.manifest import TRANSITIONS
+from stasc.modeling.models import BUNDLED_NAME
+from stasc.core.prompts import Message, correction_messages, initial_messages
+from stasc.core.rewards import extract_answer, score_output
+from stasc.hub.sources import load_evaluation
 
 logger = logging.getLogger(__name__)
 

@@ -209,9 +209,10 @@ def test_two_processes_run_one_loop_and_write_once(tmp_path, tiny_model_dir, cit
     ranks = torchrun(LOOP, 2, json.dumps(settings), tmp_path=tmp_path)
     run_dir = Path(config.output_dir)
 
-    def timeless(manifest: dict) -> list[dict]:  # each process timed its own steps
+    def timeless(manifest: dict) -> list[dict]:  # each process timed its own steps and measured its own memory
         return [
-            {**entry, "seconds": None, "training": entry.get("training") and {**entry["training"], "seconds": None}}
+            {**entry, "seconds": None, "peak_rss_mb": None,
+             "training": entry.get("training") and {**entry["training"], "seconds": None}}
             for entry in manifest["iterations"]
         ]
 

@@ -172,12 +172,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def comparable(manifest: dict) -> dict:
-    """The manifest without the clock: timestamps and durations differ between runs."""
+    """The manifest without the clock and the memory: timestamps, durations and peaks differ between runs."""
     manifest = json.loads(json.dumps(manifest))
-    for key in ("created_at", "updated_at"):
-        manifest.pop(key)
+    for key in ("created_at", "updated_at", "peak_rss_mb"):
+        manifest.pop(key, None)
     for entry in manifest["iterations"]:
         entry.pop("seconds", None)
+        entry.pop("peak_rss_mb", None)
         if entry.get("training"):
             entry["training"].pop("seconds")
     return manifest

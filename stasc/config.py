@@ -133,6 +133,12 @@ class StascConfig:
         "Balanced filter only: right-stays-right pairs kept per wrong-to-right pair (0 = none, "
         "like improving).",
     )
+    own_answer_fixes: bool = _field(
+        False,
+        "For a wrong initial answer that none of its corrections fixed, train on one of the model's own right "
+        "answers to the same question (another initial answer or a correction) as its correction: a fix the "
+        "model can already produce, where --rationalize may teach an answer it does not know.",
+    )
     rationalize: bool = _field(
         False,
         "STaR's rationalization: for a wrong initial answer whose corrections are all wrong, sample "

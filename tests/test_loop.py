@@ -421,3 +421,24 @@ def test_any_seed_trains(tmp_path, tiny_model_dir, city_questions, seed):
     config = make_config(tmp_path, tiny_model_dir, city_questions, iterations=1, seed=seed, variant="ENF")
     manifest = start(config)[0].run()
     assert manifest["iterations"][1]["training"]["steps"] >= 1
+
+
+@pytest.mark.slow
+def test_own_answer_fixes_train_wrong_answers_towards_the_models_own_right_ones(tmp_path, tiny_model_dir, city_questions):
+    config = make_config(tmp_path, tiny_model_dir, city_questions, iterations=1, own_answer_fixes=True, variant="EBF",
+                         keep_ratio=0.5, n_init=4, n_corr=1, temperature=1.5)
+    manifest = start(config)[0].run()
+    entry = manifest["iterations"][1]
+    run_dir = Path(config.output_dir)
+    corrections = pd.read_parquet(run_dir / entry["corrections"])
+    train = pd.read_parquet(run_dir / entry["train_data"])
+    borrowed = train[train["source"] == "own_answer"]
+    assert len(borrowed) == entry["train"]["own_answer_fixes"] > 0
+    right = corrections[corrections["correction_reward"] == 1].groupby("question_id")["correction"].apply(set)
+    right_initial = corrections[corrections["initial_reward"] == 1].groupby("question_id")["initial_answer"].apply(set)
+    for row in borrowed.itertuples():
+        assert row.initial_reward == 0 and row.correction_reward == 1
+        assert row.correction in right.get(row.question_id, set()) | right_initial.get(row.question_id, set())
+        assert row.messages[-1]["content"] == row.correction and row.messages[1]["content"] == row.initial_answer
+    fixes = int((train["initial_reward"] == 0).sum())
+    assert int((train["initial_reward"] == 1).sum()) <= 0.5 * fixes, "borrowed fixes count for the balanced filter"

@@ -31,7 +31,7 @@ from peft import LoraConfig
 
 from stasc import __version__
 from stasc.config import StascConfig
-from stasc.core.filtering import count_transitions, kept_pairs
+from stasc.core.filtering import count_transitions, kept_pairs, own_answer_fixes
 from stasc.core.metrics import self_correction_metrics
 from stasc.core.prompts import (
     Message,
@@ -70,7 +70,10 @@ EVALUATION = "evaluation.parquet"
 RESUMABLE_CHANGES = frozenset(
     {"iterations", "output_dir", "log_level", "report_to", "model_cache_dir", "push_to_hub", "hub_private"}
 )
-STEPS = ("initial", "corrections", "train", "eval_initial", "eval_corrections", "rationalizations", "filter")
+STEPS = (
+    "initial", "corrections", "train", "eval_initial", "eval_corrections", "rationalizations", "filter",
+    "own_answer_fixes",
+)
 SEED_RANGE = 2**31
 
 
@@ -213,20 +216,23 @@ class StascRun:
         corrections_path = directory / CORRECTIONS
         rationalizations_path = directory / RATIONALIZATIONS
         train_path = directory / TRAIN_DATA
-        if not self.processes.exists(corrections_path):
+        if self.processes.exists(corrections_path):
+            corrections = read_parquet(corrections_path)
+        else:
             corrections = self._corrections(read_parquet(initial_path), iteration, previous_adapter)
-            rationalizations = None
-            if config.rationalize and self.processes.exists(rationalizations_path):
-                rationalizations = read_parquet(rationalizations_path)
-            elif config.rationalize:
-                rationalizations = self._rationalizations(corrections, iteration, previous_adapter)
-                self._write_step(rationalizations_path, rationalizations)
-            corrections["kept"] = self._filter(corrections, rationalizations, iteration)
+        rationalizations = None
+        if config.rationalize and self.processes.exists(rationalizations_path):
+            rationalizations = read_parquet(rationalizations_path)
+        elif config.rationalize:
+            rationalizations = self._rationalizations(corrections, iteration, previous_adapter)
+            self._write_step(rationalizations_path, rationalizations)
+        own_fixes = self._own_answer_fixes(corrections, iteration) if config.own_answer_fixes else None
+        extra_fixes = {"rationalization": rationalizations, "own_answer": own_fixes}
+        if "kept" not in corrections:
+            corrections["kept"] = self._filter(corrections, extra_fixes, iteration)
             self._write_step(corrections_path, corrections)
-        corrections = read_parquet(corrections_path)
-        rationalizations = read_parquet(rationalizations_path) if config.rationalize else None
         if not self.processes.exists(train_path):
-            self.processes.main_writes(write_parquet, train_path, self._training_rows(corrections, rationalizations))
+            self.processes.main_writes(write_parquet, train_path, self._training_rows(corrections, extra_fixes))
         train_rows = read_parquet(train_path)
 
         warnings: list[str] = []
@@ -267,6 +273,8 @@ class StascRun:
             extra["rationalizations"] = self._relative(rationalizations_path)
             train_stats["rationalized"] = int(rationalizations["kept"].sum()) if len(rationalizations) else 0
             train_stats["rationalization_attempts"] = len(rationalizations)
+        if own_fixes is not None:
+            train_stats["own_answer_fixes"] = len(own_fixes)
         evaluation = self._evaluate_iteration(iteration, adapter)
         extra["seconds"] = round(time.monotonic() - started, 1)
         self._record(iteration, evaluation, adapter, extra)
@@ -416,23 +424,52 @@ class StascRun:
             rows = pd.DataFrame(columns=[*initial_columns(corrections), "correction", "correction_reward", "kept"])
         return rows
 
-    def _filter(self, corrections: pd.DataFrame, rationalizations: pd.DataFrame | None, iteration: int) -> list[bool]:
-        """Step 3: the filter's decision for every correction."""
+    def _own_answer_fixes(self, corrections: pd.DataFrame, iteration: int) -> pd.DataFrame:
+        """Step 2c (--own-answer-fixes): for each wrong initial answer that no correction fixed, one of the
+        model's own right answers to the same question as its correction (kept, like a rationalization)."""
+        attempts = corrections.drop_duplicates(["question_id", "initial_index"])
+        outputs = pd.concat(
+            [
+                attempts[["question_id", "initial_index", "initial_reward"]].assign(
+                    output=attempts["initial_answer"], output_reward=attempts["initial_reward"]),
+                corrections[["question_id", "initial_index", "initial_reward"]].assign(
+                    output=corrections["correction"], output_reward=corrections["correction_reward"]),
+            ],
+            ignore_index=True,
+        )
+        fixes = own_answer_fixes(
+            list(outputs["question_id"]), [int(index) for index in outputs["initial_index"]],
+            [int(reward) for reward in outputs["initial_reward"]], list(outputs["output"]),
+            [int(reward) for reward in outputs["output_reward"]], seed=self._seed(iteration, "own_answer_fixes"),
+        )
+        columns = initial_columns(corrections)
+        rows = [
+            {**row, "correction": fixes[(row["question_id"], int(row["initial_index"]))], "correction_reward": 1,
+             "kept": True}
+            for row in attempts[columns].to_dict("records")
+            if (row["question_id"], int(row["initial_index"])) in fixes
+        ]
+        return pd.DataFrame(rows, columns=[*columns, "correction", "correction_reward", "kept"])
+
+    def _filter(self, corrections: pd.DataFrame, extra_fixes: dict[str, pd.DataFrame | None], iteration: int) -> list[bool]:
+        """Step 3: the filter's decision for every correction (rationalizations and own-answer fixes count
+        as wrong-to-right pairs for the balanced filter)."""
         return kept_pairs(
             list(corrections["initial_reward"]), list(corrections["correction_reward"]),
             list(corrections["question_id"]), self.config.filter,  # type: ignore[arg-type]
             keep_ratio=self.config.keep_ratio,
-            extra_fixes=0 if rationalizations is None else int(rationalizations["kept"].sum()),
+            extra_fixes=sum(int(rows["kept"].sum()) for rows in extra_fixes.values() if rows is not None),
             seed=self._seed(iteration, "filter"),
         )
 
-    def _training_rows(self, corrections: pd.DataFrame, rationalizations: pd.DataFrame | None) -> pd.DataFrame:
+    def _training_rows(self, corrections: pd.DataFrame, extra_fixes: dict[str, pd.DataFrame | None]) -> pd.DataFrame:
         """Step 3: the kept pairs, each with the whole conversation it is trained on (a rationalization
-        under the plain correction request, without its hint)."""
+        under the plain correction request, without its hint); `source` says where each came from."""
         kept = corrections[corrections["kept"]].drop(columns=["kept"]).assign(source="correction")
-        if rationalizations is not None and len(rationalizations):
-            rationalized = rationalizations[rationalizations["kept"].astype(bool)].drop(columns=["kept"])
-            kept = pd.concat([kept, rationalized.assign(source="rationalization")], ignore_index=True)
+        for source, rows in extra_fixes.items():
+            if rows is not None and len(rows):
+                chosen = rows[rows["kept"].astype(bool)].drop(columns=["kept"])
+                kept = pd.concat([kept, chosen.assign(source=source)], ignore_index=True)
         kept = kept.reset_index(drop=True)
         kept["messages"] = [
             training_messages(

@@ -107,6 +107,12 @@ class StascConfig:
     )
 
     # Algorithm
+    method: str = _field(
+        "stasc",
+        "'stasc' = train on the model's corrections of its own answers; 'star' = the STaR baseline: train on the "
+        "model's right initial answers only, with no correction turn (evaluation is the same, so the two compare).",
+        ["stasc", "star"],
+    )
     variant: str | None = _field(
         None,
         "STaSC variant as three letters Init/Filter/FT, e.g. EIE = evolving initialization, "
@@ -195,6 +201,11 @@ class StascConfig:
     )
     eval_temperature: float | None = _field(
         None, "Sampling temperature of the evaluation (0 = greedy; none = --temperature)."
+    )
+    eval_rounds: int = _field(
+        1,
+        "Correction rounds at evaluation (Self-Refine when above 1): the model corrects its previous correction "
+        "this many times; metrics acc_t1 .. acc_t{R+1}, with i_to_c and c_to_i between consecutive turns.",
     )
     evaluate_on: str = _field(
         "test",
@@ -319,7 +330,7 @@ class StascConfig:
             "iterations": 0, "n_init": 1, "n_corr": 1, "max_new_tokens": 1,
             "generation_batch_size": 1, "lora_r": 1, "lora_alpha": 1, "train_batch_size": 1,
             "gradient_accumulation_steps": 1, "max_seq_length": 16, "tensor_parallel_size": 1,
-            "sampling_chunk_size": 1, "eval_samples": 1, "min_train_steps": 0,
+            "sampling_chunk_size": 1, "eval_samples": 1, "min_train_steps": 0, "eval_rounds": 1,
         }
         for name, minimum in at_least.items():
             if getattr(self, name) < minimum:
@@ -341,6 +352,11 @@ class StascConfig:
             raise StascError(f"--keep-ratio must be at least 0, got {self.keep_ratio}.")
         if not 0 < self.validation_fraction < 1:
             raise StascError(f"--validation-fraction must satisfy 0 < f < 1, got {self.validation_fraction}.")
+        if self.method == "star" and (self.rationalize or self.own_answer_fixes):
+            raise StascError(
+                "--rationalize and --own-answer-fixes add corrections to train on, and --method star trains on "
+                "initial answers only: drop them, or use --method stasc."
+            )
         if self.rationalize and "{answer}" not in self.rationalization_hint:
             raise StascError("--rationalization-hint must contain {answer}, where the reference answer goes.")
         for name in ("learning_rate", "epochs"):

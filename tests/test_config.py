@@ -134,3 +134,11 @@ def test_self_correction_settings_are_checked() -> None:
     ):
         with pytest.raises(StascError, match=message):
             config_from_args(flags)
+
+
+def test_star_refuses_the_correction_levers() -> None:
+    assert config_from_args(["--method", "star"]).method == "star"
+    with pytest.raises(StascError, match="--method star trains on initial answers only"):
+        config_from_args(["--method", "star", "--own-answer-fixes"])
+    with pytest.raises(StascError, match="--eval-rounds must be at least 1"):
+        config_from_args(["--eval-rounds", "0"])

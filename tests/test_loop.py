@@ -300,7 +300,7 @@ class ChunkCheckingSampler(RecordingSampler):
         assert len(conversations) <= self.chunk, f"{desc}: {len(conversations)} prompts in one call"
         earlier = sum(1 for name, _ in self.sizes if name == desc)
         parts = {"initial answers": "initial_answers", "corrections": "corrections", "eval initial": "evaluation_initial",
-                 "eval corrections": "evaluation"}
+                 "eval corrections": "evaluation_round1"}
         step = desc.split(" ", 2)[2]
         iteration = int(desc.split(" ")[1])
         written = sorted((self.run_dir / f"iteration_{iteration:02d}" / f"{parts[step]}.parts").glob("chunk-*.parquet"))
@@ -442,3 +442,57 @@ def test_own_answer_fixes_train_wrong_answers_towards_the_models_own_right_ones(
         assert row.messages[-1]["content"] == row.correction and row.messages[1]["content"] == row.initial_answer
     fixes = int((train["initial_reward"] == 0).sum())
     assert int((train["initial_reward"] == 1).sum()) <= 0.5 * fixes, "borrowed fixes count for the balanced filter"
+
+
+@pytest.mark.slow
+def test_star_trains_on_right_initial_answers_without_a_correction_turn(tmp_path, tiny_model_dir, city_questions):
+    config = make_config(tmp_path, tiny_model_dir, city_questions, iterations=1, method="star", variant="EIF")
+    run, recorder = start(config)
+    manifest = run.run()
+    entry = manifest["iterations"][1]
+    run_dir = Path(config.output_dir)
+    assert manifest["config"]["method"] == "star"
+    assert "corrections" not in entry and not (run_dir / "iteration_01" / "corrections.parquet").exists()
+    assert "iter 1 corrections" not in dict(recorder.calls), "STaR samples no corrections to train on"
+    initial = pd.read_parquet(run_dir / entry["initial_answers"])
+    train = pd.read_parquet(run_dir / entry["train_data"])
+    assert len(train) == int(initial["initial_reward"].sum()) == entry["kept_examples"] > 0
+    for row in train.itertuples():
+        assert [message["role"] for message in row.messages] == ["user", "assistant"]
+        assert row.messages[-1]["content"] == row.initial_answer and row.initial_reward == 1
+    assert entry["training"]["steps"] >= 1
+    evaluation = pd.read_parquet(run_dir / entry["evaluation"])
+    assert evaluation["correction"].map(type).eq(str).all(), "evaluation still asks for a correction"
+
+
+@pytest.mark.slow
+def test_eval_rounds_correct_the_previous_correction(tmp_path, tiny_model_dir, city_questions):
+    config = make_config(tmp_path, tiny_model_dir, city_questions, iterations=0, eval_rounds=3, eval_samples=2)
+    run, recorder = start(config)
+    prompts = {}
+    inner = recorder.sample
+
+    def noting(conversations, num_samples, *, adapter, seed, desc, temperature=None):
+        prompts[desc] = conversations
+        return inner(conversations, num_samples, adapter=adapter, seed=seed, desc=desc, temperature=temperature)
+
+    recorder.sample = noting
+    manifest = run.run()
+    entry = manifest["iterations"][0]
+    evaluation = pd.read_parquet(Path(config.output_dir) / entry["evaluation"])
+    assert len(evaluation) == 4 * 2
+    third = prompts["iter 0 eval round 3"]
+    for conversation, row in zip(third, evaluation.itertuples(), strict=True):
+        assert [m["content"] for m in conversation if m["role"] == "assistant"] == [
+            row.initial_answer, row.correction, row.correction_2]
+        assert [m["role"] for m in conversation] == ["user", "assistant", "user", "assistant", "user", "assistant", "user"]
+    metrics, intervals = entry["metrics"], entry["intervals"]
+    per_question = evaluation.groupby("question_id").mean(numeric_only=True)
+    for turn, column in ((1, "initial_in_acc"), (2, "correction_in_acc"), (3, "correction_2_in_acc"),
+                         (4, "correction_3_in_acc")):
+        assert metrics[f"acc_t{turn}"] == pytest.approx(per_question[column].mean())
+        assert f"acc_t{turn}" in intervals
+    assert metrics["delta_t2_t3"] == pytest.approx(metrics["acc_t3"] - metrics["acc_t2"])
+    assert metrics["i_to_c_t3_t4"] - metrics["c_to_i_t3_t4"] == pytest.approx(metrics["delta_t3_t4"])
+    assert metrics["delta_t1_t4"] == pytest.approx(metrics["acc_t4"] - metrics["acc_t1"])
+    assert not list(Path(config.output_dir).rglob("*.parts"))

@@ -32,13 +32,15 @@ from peft import LoraConfig
 from stasc import __version__
 from stasc.config import StascConfig
 from stasc.core.filtering import count_transitions, kept_pairs, own_answer_fixes
-from stasc.core.metrics import self_correction_metrics
+from stasc.core.metrics import round_metrics
 from stasc.core.prompts import (
     Message,
+    answer_messages,
     correction_messages,
     hinted_correction_messages,
     initial_messages,
     mentions_hint,
+    refinement_messages,
     training_messages,
 )
 from stasc.core.rewards import binary_reward, score_output
@@ -69,10 +71,6 @@ EVALUATION = "evaluation.parquet"
 # Settings that may change between a run and its resumption without changing its results.
 RESUMABLE_CHANGES = frozenset(
     {"iterations", "output_dir", "log_level", "report_to", "model_cache_dir", "push_to_hub", "hub_private"}
-)
-STEPS = (
-    "initial", "corrections", "train", "eval_initial", "eval_corrections", "rationalizations", "filter",
-    "own_answer_fixes",
 )
 SEED_RANGE = 2**31
 
@@ -196,7 +194,6 @@ class StascRun:
         return self.run_dir / relative if relative else None
 
     def _seed(self, iteration: int, step: str, chunk: int = 0) -> int:
-        assert step in STEPS, step
         return derived_seed(self.config.seed, iteration, step, chunk)
 
     def _relative(self, path: Path) -> str:
@@ -213,9 +210,41 @@ class StascRun:
         logger.info("Iteration %d/%d (%s)", iteration, config.iterations, config.variant_name)
 
         initial_path = self._initial_answers(iteration, previous_adapter)
+        train_path = directory / TRAIN_DATA
+        if config.method == "star":
+            train_rows, extra = self._star_data(read_parquet(initial_path), train_path)
+        else:
+            train_rows, extra = self._stasc_data(initial_path, train_path, iteration, previous_adapter)
+
+        training: dict[str, Any] | None = None
+        if len(train_rows) == 0:
+            message = (
+                f"Iteration {iteration}: nothing was kept to train on (out of {extra['train']['pairs']} "
+                f"{'answers' if config.method == 'star' else 'corrections'}); M_{iteration} is M_{iteration - 1} "
+                "carried forward."
+            )
+            logger.warning(message)
+            extra["warnings"].append(message)
+            adapter = previous_adapter
+        else:
+            adapter = directory / ADAPTER
+            training = self._train(train_rows, iteration, previous_adapter, adapter)
+        extra.update(
+            initial_answers=self._relative(initial_path), train_data=self._relative(train_path),
+            kept_examples=len(train_rows), training=training,
+        )
+        evaluation = self._evaluate_iteration(iteration, adapter)
+        extra["seconds"] = round(time.monotonic() - started, 1)
+        self._record(iteration, evaluation, adapter, extra)
+
+    def _stasc_data(
+        self, initial_path: Path, train_path: Path, iteration: int, previous_adapter: Path | None
+    ) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """Steps 2 and 3 of STaSC: corrections (and extra fixes), the filter, the training rows."""
+        config = self.config
+        directory = train_path.parent
         corrections_path = directory / CORRECTIONS
         rationalizations_path = directory / RATIONALIZATIONS
-        train_path = directory / TRAIN_DATA
         if self.processes.exists(corrections_path):
             corrections = read_parquet(corrections_path)
         else:
@@ -235,20 +264,6 @@ class StascRun:
             self.processes.main_writes(write_parquet, train_path, self._training_rows(corrections, extra_fixes))
         train_rows = read_parquet(train_path)
 
-        warnings: list[str] = []
-        training: dict[str, Any] | None = None
-        if len(train_rows) == 0:
-            message = (
-                f"Iteration {iteration}: the {config.filter} filter kept no corrections "
-                f"(out of {len(corrections)}); M_{iteration} is M_{iteration - 1} carried forward."
-            )
-            logger.warning(message)
-            warnings.append(message)
-            adapter = previous_adapter
-        else:
-            adapter = directory / ADAPTER
-            training = self._train(train_rows, iteration, previous_adapter, adapter)
-
         transitions = count_transitions(zip(corrections["initial_reward"], corrections["correction_reward"], strict=True))
         train_stats = {
             "pairs": len(corrections),
@@ -260,24 +275,33 @@ class StascRun:
                 zip(train_rows["initial_reward"], train_rows["correction_reward"], strict=True)
             ).counts(),
         }
-        extra = {
-            "initial_answers": self._relative(initial_path),
-            "corrections": self._relative(corrections_path),
-            "train_data": self._relative(train_path),
-            "kept_examples": len(train_rows),
-            "train": train_stats,
-            "training": training,
-            "warnings": warnings,
-        }
+        extra: dict[str, Any] = {"corrections": self._relative(corrections_path), "train": train_stats, "warnings": []}
         if rationalizations is not None:
             extra["rationalizations"] = self._relative(rationalizations_path)
             train_stats["rationalized"] = int(rationalizations["kept"].sum()) if len(rationalizations) else 0
             train_stats["rationalization_attempts"] = len(rationalizations)
         if own_fixes is not None:
             train_stats["own_answer_fixes"] = len(own_fixes)
-        evaluation = self._evaluate_iteration(iteration, adapter)
-        extra["seconds"] = round(time.monotonic() - started, 1)
-        self._record(iteration, evaluation, adapter, extra)
+        return train_rows, extra
+
+    def _star_data(self, initial: pd.DataFrame, train_path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """--method star: the right initial answers, each trained on as the answer to its question (no
+        correction turn), as STaR fine-tunes on its own correct answers."""
+        if not self.processes.exists(train_path):
+            kept = initial[initial["initial_reward"] == 1].reset_index(drop=True)
+            kept["messages"] = [
+                answer_messages(row.question, row.initial_answer, self.config.instructions) for row in kept.itertuples()
+            ]
+            if kept.empty:
+                kept["messages"] = pd.Series([], dtype=object)
+            self.processes.main_writes(write_parquet, train_path, kept)
+        train_rows = read_parquet(train_path)
+        train_stats = {
+            "pairs": len(initial),
+            "kept_examples": len(train_rows),
+            "train_initial_accuracy": float(initial["initial_reward"].mean()) if len(initial) else 0.0,
+        }
+        return train_rows, {"train": train_stats, "warnings": []}
 
     def _sample_rows(
         self,
@@ -555,17 +579,53 @@ class StascRun:
             ]
 
         rows = self._sample_rows(
-            path, prompts, 1, evaluated_rows, adapter=adapter, iteration=iteration, step="eval_corrections",
-            desc=f"iter {iteration} eval corrections", temperature=temperature,
+            path.with_name("evaluation_round1.parquet"), prompts, 1, evaluated_rows, adapter=adapter,
+            iteration=iteration, step="eval_corrections", desc=f"iter {iteration} eval corrections",
+            temperature=temperature,
         )
-        self._write_step(path, rows)
-        self._remove_parts(path.with_name("evaluation_initial.parquet"))
+        for round_number in range(2, config.eval_rounds + 1):
+            rows = self._refine(rows, round_number, adapter, iteration)
+        self.processes.main_writes(write_parquet, path, rows)
+        for name in ["initial", *(f"round{number}" for number in range(1, config.eval_rounds + 1))]:
+            self._remove_parts(path.with_name(f"evaluation_{name}.parquet"))
         return rows
+
+    def _refine(self, rows: pd.DataFrame, round_number: int, adapter: Path | None, iteration: int) -> pd.DataFrame:
+        """Evaluation round 2.. (--eval-rounds): the model corrects its previous correction once more; adds the
+        columns correction_R, correction_R_in_acc and correction_R_reward."""
+        config = self.config
+        earlier = ["correction"] + [f"correction_{number}" for number in range(2, round_number)]
+        records = rows.to_dict("records")
+        prompts = [
+            refinement_messages(
+                row["question"], [row["initial_answer"], *(row[column] for column in earlier)],
+                config.instructions, config.correction_instructions,
+            )
+            for row in records
+        ]
+
+        def refined_rows(position: int, corrections: list[str]) -> list[dict[str, Any]]:
+            row, correction = records[position], corrections[0]
+            return [{
+                **row,
+                f"correction_{round_number}": correction,
+                f"correction_{round_number}_in_acc": self._in_acc(correction, row["answers"]),
+                f"correction_{round_number}_reward": self._reward(correction, row["answers"]),
+            }]
+
+        return self._sample_rows(
+            iteration_dir(self.run_dir, iteration) / f"evaluation_round{round_number}.parquet", prompts, 1,
+            refined_rows, adapter=adapter, iteration=iteration, step=f"eval_round{round_number}",
+            desc=f"iter {iteration} eval round {round_number}", temperature=config.evaluation_temperature,
+        )
 
     def _record(self, iteration: int, evaluation: pd.DataFrame, adapter: Path | None, extra: dict[str, Any]) -> None:
         """Append a finished iteration to the manifest (the moment it counts as done)."""
-        metrics, intervals = self_correction_metrics(
-            list(evaluation["question_id"]), list(evaluation["initial_in_acc"]), list(evaluation["correction_in_acc"]),
+        turns = ["initial_in_acc", "correction_in_acc"] + [
+            f"correction_{number}_in_acc" for number in range(2, self.config.eval_rounds + 1)
+        ]
+        metrics, intervals = round_metrics(
+            list(evaluation["question_id"]), [list(evaluation[column]) for column in turns],
             seed=self.config.seed % SEED_RANGE,
         )
         metrics["initial_reward"] = float(evaluation["initial_reward"].mean()) if len(evaluation) else 0.0
@@ -605,7 +665,7 @@ def remove_finished_parts(run_dir: Path) -> None:
     """Delete the chunks of sampling steps whose own file was written (a run killed in between leaves them)."""
     for parts in run_dir.glob("iteration_*/*.parts"):
         finished = parts.with_suffix(".parquet")
-        if parts.stem == "evaluation_initial":
+        if parts.stem.startswith("evaluation_"):  # the initial answers and each round of the evaluation
             finished = parts.with_name(EVALUATION)
         if finished.exists():
             shutil.rmtree(parts, ignore_errors=True)

@@ -14,6 +14,8 @@ import pytest
 from stasc.errors import StascError
 from stasc.run.lock import RunLock, check_unlocked, lock_path
 
+from testing_utils import assert_documented
+
 
 def hold(run_dir: Path, ready: Connection) -> None:
     """In a child process: take the lock, say so, and keep it until killed."""
@@ -69,6 +71,7 @@ def test_the_lock_of_a_killed_process_is_taken_over(tmp_path: Path, caplog: pyte
         lock.acquire()
     assert lock_path(run_dir).read_text().strip() == str(os.getpid())
     assert f"was left by process {holder.pid}, which no longer holds it" in caplog.text
+    assert_documented("a lock left by a killed run", caplog.text)
     lock.release()
     assert not lock_path(run_dir).exists(), "a run that ends removes its lock"
     check_unlocked(run_dir)

@@ -144,7 +144,7 @@ def last(items: Iterator[Any]) -> Any:
 
 def documented_messages() -> dict[str, str]:
     """docs/robustness.md's table: each bad input's name and the message the user sees (… marks a part that
-    varies, such as a path or a process id)."""
+    varies, such as a path or a process id; the command lines print it after "error: ")."""
     rows = re.findall(r"^\| ([^|`]+?) \| `([^`]+)` \|", ROBUSTNESS_DOC.read_text(encoding="utf-8"), re.MULTILINE)
     messages = dict(rows)
     assert len(messages) == len(rows), "every row of docs/robustness.md names a different bad input"
@@ -155,7 +155,7 @@ def assert_documented(name: str, output: str) -> None:
     """One line of output (stderr, or an error's text) is exactly the message docs/robustness.md shows for name."""
     shown = documented_messages().get(name)
     assert shown is not None, f"docs/robustness.md has no row {name!r}; add it with the message:\n{output.strip()}"
-    pattern = ".*?".join(re.escape(piece) for piece in shown.split("…"))
+    pattern = "(?:error: )?" + ".*?".join(re.escape(piece) for piece in shown.split("…"))
     assert any(re.fullmatch(pattern, line) for line in output.splitlines()), (
         f"docs/robustness.md shows for {name!r}:\n{shown}\nbut the user saw:\n{output.strip()}"
     )

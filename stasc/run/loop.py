@@ -632,8 +632,9 @@ def forget_deleted_iterations(run_dir: Path, manifest: dict[str, Any]) -> None:
     )
     if later:
         raise StascError(
-            f"{iteration_dir(run_dir, gone)} was deleted, but {', '.join(later)} (built on it) are still there. "
-            f"Delete those too and rerun the same command: iterations {gone} and later are then redone."
+            f"{iteration_dir(run_dir, gone)} was deleted, but the later iterations built on it are still there "
+            f"({', '.join(later)}). Delete them too and rerun the same command: iterations {gone} and later are "
+            "then redone."
         )
     logger.warning(
         "%s was deleted: iterations %d..%d are redone", iteration_dir(run_dir, gone), gone, entries[-1]["iteration"]

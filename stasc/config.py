@@ -26,6 +26,7 @@ VARIANT_LETTERS = {
     "filter": {"I": "improving", "N": "non_decreasing", "A": "non_decreasing_authors", "B": "balanced"},
     "finetuning": {"F": "fixed", "E": "evolving"},
 }
+MAX_SEED = 2**63 - 1
 VARIANTS = tuple(a + b + c for a in "FE" for b in "INAB" for c in "FE")
 PAPER_VARIANTS = tuple(variant for variant in VARIANTS if variant[1] in "IN")  # the eight of the paper
 
@@ -104,6 +105,12 @@ class StascConfig:
     )
     max_test_questions: int | None = _field(
         48, "Evaluate on at most this many held-out questions (none = all)."
+    )
+    max_question_chars: int = _field(
+        2000,
+        "Longest question, in characters, a data set may hold: a longer one stops loading with its file and "
+        "line, since one very long prompt can take minutes and gigabytes to sample (the app keeps its own, "
+        "smaller limit for what visitors type).",
     )
 
     # Algorithm
@@ -270,7 +277,7 @@ class StascConfig:
     output_dir: str = _field(
         "runs/stasc", "Run directory. Re-running with the same directory resumes the run."
     )
-    seed: int = _field(0, "Seed for sampling, data splitting and adapter initialisation.")
+    seed: int = _field(0, f"Seed for sampling, data splitting and adapter initialisation (0 to {MAX_SEED}).")
     report_to: str = _field(
         "none",
         "Experiment tracker for training logs (optional; the package must be installed).",
@@ -331,6 +338,7 @@ class StascConfig:
             "generation_batch_size": 1, "lora_r": 1, "lora_alpha": 1, "train_batch_size": 1,
             "gradient_accumulation_steps": 1, "max_seq_length": 16, "tensor_parallel_size": 1,
             "sampling_chunk_size": 1, "eval_samples": 1, "min_train_steps": 0, "eval_rounds": 1,
+            "max_question_chars": 1,
         }
         for name, minimum in at_least.items():
             if getattr(self, name) < minimum:
@@ -339,6 +347,8 @@ class StascConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise StascError(f"{_flag(name)} must be at least 1 (or 'none' for all), got {value}.")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise StascError(f"--seed must be between 0 and {MAX_SEED} (2**63 - 1), got {self.seed}.")
         if self.temperature < 0:
             raise StascError(f"--temperature must be at least 0, got {self.temperature}.")
         if self.eval_temperature is not None and self.eval_temperature < 0:
@@ -386,6 +396,11 @@ class StascConfig:
         for name in ("instructions", "correction_instructions", "output_dir", "model", "dataset"):
             if not str(getattr(self, name)).strip():
                 raise StascError(f"{_flag(name)} must not be empty.")
+        if self.output_dir != self.output_dir.strip():
+            raise StascError(
+                f"--output-dir {self.output_dir!r} begins or ends with a space, which would make a second "
+                f"directory beside {self.output_dir.strip()!r}. Remove the space (check the quoting)."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for run.json and YAML; ``variant`` is the resolved three-letter name."""
@@ -522,6 +537,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
 def load_yaml_config(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping of settings, naming the file, line and column of any problem."""
     path = Path(path)
+    if path.is_dir():
+        raise StascError(f"--config {path} is a directory. Pass a YAML file, e.g. --config configs/default.yaml.")
     if not path.is_file():
         raise StascError(f"Config file not found: {path}. Pass an existing YAML file to --config.")
     try:

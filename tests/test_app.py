@@ -30,7 +30,7 @@ from stasc.core.rewards import in_accuracy
 from stasc.hub.sources import RunSource
 from stasc.modeling.tokenization import render_prompt
 
-from testing_utils import app_environment, free_port, last, load_iteration_model, wait_for_port
+from testing_utils import app_environment, assert_documented, free_port, last, load_iteration_model, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "local:tiny"
@@ -334,6 +334,25 @@ def test_data_tab_browses_each_table_of_an_iteration(
         handlers.data(KEY, 1, "../run.json")
 
 
+def test_the_data_tab_never_serves_a_file_outside_the_run(tiny_run: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    run = Path(shutil.copytree(tiny_run, runs / "edited"))
+    secret = tmp_path / "secret.parquet"
+    pd.DataFrame({"question": ["a file outside the run"]}).to_parquet(secret)
+    manifest_file = run / "run.json"
+    original = manifest_file.read_text()
+    manifest_file.write_text(original.replace('"iteration_01/evaluation.parquet"', '"../../secret.parquet"'))
+    edited = Handlers(Catalog(runs, []), Engine())
+    with pytest.raises(gr.Error) as refused:
+        edited.data("local:edited", 1, "evaluation")
+    assert_documented("a path in run.json that leaves the run directory", refused.value.message)
+    manifest_file.write_text(original)
+    (run / "iteration_01" / "evaluation.parquet").unlink()
+    (run / "iteration_01" / "evaluation.parquet").symlink_to(secret)
+    with pytest.raises(gr.Error, match="leads outside the run directory .* through a symbolic link"):
+        edited.data("local:edited", 1, "evaluation")
+
+
 def test_the_bundled_model_is_offered_with_nothing_else(tmp_path: Path) -> None:
     bare = Handlers(Catalog(tmp_path, []), Engine())
     view = bare.select_source(BUNDLED_KEY)
@@ -364,6 +383,26 @@ def served(runs_dir: Path) -> Iterator[tuple[str, Handlers]]:
     launch(demo, host="127.0.0.1", port=port, block=False)
     yield f"http://127.0.0.1:{port}/", app_handlers
     demo.close()
+
+
+def test_every_response_carries_security_headers_that_still_let_a_space_embed_the_app(tmp_path: Path) -> None:
+    import urllib.request
+
+    demo, _ = create_app(parse_args(["--runs-dir", str(tmp_path)]))
+    port = free_port()
+    launch(demo, host="127.0.0.1", port=port, block=False)
+    try:
+        for path in ("/", "/config", "/gradio_api/info"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=60) as response:
+                headers = response.headers
+                assert headers["X-Content-Type-Options"] == "nosniff", path
+                assert headers["Referrer-Policy"] == "strict-origin-when-cross-origin", path
+                assert headers["Content-Security-Policy"] == (
+                    "frame-ancestors 'self' https://huggingface.co https://*.hf.space"
+                ), path
+                assert "X-Frame-Options" not in headers, "DENY or SAMEORIGIN would keep a Space from showing the app"
+    finally:
+        demo.close()
 
 
 def test_the_served_app_is_driven_with_gradio_client(served: tuple[str, Handlers]) -> None:

@@ -12,10 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from stasc.core.rewards import normalize_answer
 from stasc.data import (
     normalize_question,
     BUILTIN_DATASET,
     QAExample,
+    RowRules,
     builtin_dataset_path,
     load_qa_file,
     load_qa_splits,
@@ -455,6 +457,88 @@ def test_empty_answers_name_the_csv_row(tmp_path: Path, answers: str) -> None:
 def test_missing_answers_key_on_one_line(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "gaps.jsonl", [{"question": "q", "answers": ["a"]}, {"question": "q2"}])
     with pytest.raises(StascError, match=re.escape(f"{path}:2: row has no answers in column 'answers'.")):
+        load_qa_file(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "suffix"),
+    [
+        ("question,answers\nq1,Paris\nq2,NaN\n", ".csv"),  # how pandas writes a missing value
+        ('question,answers\nq1,Paris\nq2,"[nan]"\n', ".csv"),  # a list column with a missing value
+        ('{"question": "q1", "answers": ["Paris"]}\n{"question": "q2", "answers": NaN}\n', ".jsonl"),
+        ('{"question": "q1", "answers": ["Paris"]}\n{"question": "q2", "answers": [NaN, null]}\n', ".jsonl"),
+    ],
+)
+def test_nan_is_a_missing_answer_not_the_answer_nan(tmp_path: Path, content: str, suffix: str) -> None:
+    path = tmp_path / f"nan{suffix}"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(StascError, match="row has no answers in column 'answers'"):
+        load_qa_file(path)
+
+
+def test_nan_beside_real_answers_is_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "nan.csv"
+    path.write_text('question,answers\nq1,"[\'Paris\', nan]"\n', encoding="utf-8")
+    assert load_qa_file(path)[0].answers == ("Paris",)
+    table = tmp_path / "nan.parquet"
+    pq.write_table(pa.table({"question": ["q1", "q2"], "answers": [1.5, float("nan")]}), table)
+    with pytest.raises(StascError, match=re.escape(f"{table}, row 2: row has no answers")):
+        load_qa_file(table)
+
+
+def test_answers_that_normalise_to_nothing_are_refused_with_the_line_and_column(tmp_path: Path, caplog) -> None:
+    path = write_jsonl(tmp_path / "qa.jsonl", [{"question": "q1", "answers": ["Paris", "--", "the"]},
+                                               {"question": "q2", "answers": ["\u200b", "A."]}])
+    assert load_qa_file(path)[1].answers == ("\u200b", "A."), "without the run's normalisation nothing is checked"
+    with pytest.raises(StascError) as refused:
+        load_qa_file(path, rules=RowRules(normalize=normalize_answer))
+    assert str(refused.value).startswith(
+        f"{path}:2: column 'answers': the answers ['\\u200b', 'A.'] are empty once normalised"
+    )
+    path = write_jsonl(tmp_path / "qa.jsonl", [{"question": "q1", "answers": ["Paris", "--", "the"]}])
+    with caplog.at_level(logging.WARNING):
+        assert load_qa_file(path, rules=RowRules(normalize=normalize_answer))[0].answers == ("Paris",)
+    assert f"Dropped 2 answers that are empty once normalised" in caplog.text and f"{path}:1 '--'" in caplog.text
+
+
+def test_a_question_over_the_length_limit_names_its_line(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "qa.jsonl", [{"question": "q" * 2000, "answers": ["a"]},
+                                               {"question": "q" * 2001, "answers": ["a"]}])
+    assert len(load_qa_file(path)) == 2, "no limit unless the run sets one"
+    with pytest.raises(StascError) as refused:
+        load_qa_file(path, rules=RowRules(max_question_chars=2000))
+    assert str(refused.value) == (
+        f"{path}:2: the question in column 'question' has 2,001 characters, more than --max-question-chars (2,000). "
+        "Shorten it or remove the row, or raise --max-question-chars."
+    )
+    train = write_jsonl(tmp_path / "train.jsonl", [{"question": "q" * 10, "answers": ["a"]}])
+    test = write_jsonl(tmp_path / "test.jsonl", [{"question": "q" * 11, "answers": ["a"]}])
+    with pytest.raises(StascError, match=re.escape(f"{test}:1: the question")):
+        load_qa_splits(str(train), test_dataset=str(test), rules=RowRules(max_question_chars=10))
+
+
+def test_a_json_array_in_a_jsonl_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "qa.jsonl"
+    path.write_text(json.dumps(numbered_rows(2), indent=2), encoding="utf-8")
+    with pytest.raises(StascError) as refused:
+        load_qa_file(path)
+    assert str(refused.value) == (
+        f"{path} holds one JSON array, not JSON lines (one object per line). Rename it to qa.json, or write one "
+        "object per line."
+    )
+    renamed = path.rename(tmp_path / "qa.json")
+    assert len(load_qa_file(renamed)) == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "found"),
+    [("qa.csv", "question;answers\nq;a\n", "';'"), ("qa.csv", "question\tanswers\nq\ta\n", "'\\t'"),
+     ("qa.tsv", "question,answers\nq,a\n", "','")],
+)
+def test_a_file_with_another_separator_is_named(tmp_path: Path, name: str, content: str, found: str) -> None:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(StascError, match=re.escape(f"its fields are separated by {found}")):
         load_qa_file(path)
 
 

@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from stasc.config import PAPER_VARIANTS, StascConfig
 from stasc.errors import StascError
 from stasc.run.loop import StascRun
-from stasc.run.manifest import read_manifest
+from stasc.run.manifest import read_manifest, write_manifest
 
-from testing_utils import make_config
+from testing_utils import assert_documented, make_config
 
 
 class RecordingSampler:
@@ -169,6 +173,16 @@ KILL_POINTS = [  # in the order a run reaches them; each resumed process is kill
     ("replace:run.json", 3),  # the last manifest write, that marks the run complete
 ]
 REPO = Path(__file__).resolve().parents[1]
+TRAIN = [sys.executable, str(REPO / "train.py")]
+
+
+def train_flags(model: Path, questions: tuple[Path, Path], output: Path) -> list[str]:
+    """train.py's flags for a two-iteration run of the tiny model, as make_config sets it up."""
+    train, test = questions
+    return ["--model", str(model), "--dataset", str(train), "--test-dataset", str(test),
+            "--output-dir", str(output), "--iterations", "2", "--n-init", "3", "--n-corr", "3",
+            "--max-new-tokens", "4", "--dtype", "float32", "--train-batch-size", "4", "--learning-rate", "5e-3",
+            "--variant", "EIE", "--generation-batch-size", "6", "--log-level", "warning"]
 
 
 def comparable(manifest: dict) -> dict:
@@ -200,13 +214,8 @@ def assert_consistent(run_dir: Path) -> None:
 def test_sigkill_anywhere_then_the_same_command_finishes_with_identical_results(
     tmp_path, tiny_model_dir, city_questions
 ) -> None:
-    train, test = city_questions
-
     def command(output: Path) -> list[str]:
-        return ["--model", str(tiny_model_dir), "--dataset", str(train), "--test-dataset", str(test),
-                "--output-dir", str(output), "--iterations", "2", "--n-init", "3", "--n-corr", "3",
-                "--max-new-tokens", "4", "--dtype", "float32", "--train-batch-size", "4", "--learning-rate", "5e-3",
-                "--variant", "EIE", "--generation-batch-size", "6", "--log-level", "warning"]
+        return train_flags(tiny_model_dir, city_questions, output)
 
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     subprocess.run([sys.executable, str(REPO / "train.py"), *command(reference)], check=True, cwd=REPO)
@@ -263,17 +272,13 @@ def test_empty_filter_carries_the_model_forward(tmp_path, tiny_model_dir, city_q
     for entry in manifest["iterations"][1:]:
         assert entry["kept_examples"] == 0
         assert entry["adapter"] is None, "M_n is M0 carried forward"
-        assert "kept no corrections" in entry["warnings"][0]
+        assert "nothing was kept to train on" in entry["warnings"][0]
     assert pd.read_parquet(Path(config.output_dir) / manifest["iterations"][1]["train_data"]).empty
 
 
 def test_damaged_files_are_named_with_the_way_out(tmp_path, tiny_run) -> None:
-    import shutil
-
-    from stasc.run.manifest import read_manifest as read
-
     run_dir = Path(shutil.copytree(tiny_run, tmp_path / "run"))
-    config = StascConfig(**{**read(run_dir)["config"], "output_dir": str(run_dir), "iterations": 3})
+    config = StascConfig(**{**read_manifest(run_dir)["config"], "output_dir": str(run_dir), "iterations": 3})
     corrections = run_dir / "iteration_01" / "corrections.parquet"
     corrections.write_bytes(corrections.read_bytes()[:100])  # truncated by a crash or a full disk
     (run_dir / "iteration_02" / "initial_answers.parquet").unlink()
@@ -418,9 +423,13 @@ def test_validation_questions_come_from_training_and_are_not_trained_on(tmp_path
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [5000, 2**63 - 1])
 def test_any_seed_trains(tmp_path, tiny_model_dir, city_questions, seed):
-    config = make_config(tmp_path, tiny_model_dir, city_questions, iterations=1, seed=seed, variant="ENF")
-    manifest = start(config)[0].run()
-    assert manifest["iterations"][1]["training"]["steps"] >= 1
+    """`python train.py --seed 5000 ...` (numpy, which Trainer seeds, takes only 32-bit seeds)."""
+    run_dir = tmp_path / "run"
+    flags = [*train_flags(tiny_model_dir, city_questions, run_dir), "--iterations", "1", "--seed", str(seed)]
+    result = subprocess.run([*TRAIN, *flags], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = read_manifest(run_dir)
+    assert manifest["config"]["seed"] == seed and manifest["iterations"][1]["training"]["steps"] >= 1
 
 
 @pytest.mark.slow
@@ -496,3 +505,122 @@ def test_eval_rounds_correct_the_previous_correction(tmp_path, tiny_model_dir, c
     assert metrics["i_to_c_t3_t4"] - metrics["c_to_i_t3_t4"] == pytest.approx(metrics["delta_t3_t4"])
     assert metrics["delta_t1_t4"] == pytest.approx(metrics["acc_t4"] - metrics["acc_t1"])
     assert not list(Path(config.output_dir).rglob("*.parts"))
+
+
+def files_of(run_dir: Path, leave_out: tuple[str, ...] = ()) -> dict[Path, bytes]:
+    return {path: path.read_bytes() for path in sorted(run_dir.rglob("*")) if path.is_file() and path.name not in leave_out}
+
+
+def wait_until_stopped(pid: int, timeout: float = 600) -> None:
+    """Until the process has stopped itself with SIGSTOP (state T in /proc)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "T":
+            return
+        if state == "Z":
+            raise AssertionError("the first run ended before it reached its stopping point")
+        time.sleep(0.2)
+    raise AssertionError("the first run never reached its stopping point")
+
+
+@pytest.mark.slow
+def test_a_second_run_on_a_directory_in_use_is_refused_and_loses_no_file(tmp_path, tiny_model_dir, city_questions):
+    run_dir = tmp_path / "run"
+    flags = train_flags(tiny_model_dir, city_questions, run_dir)
+    log = tmp_path / "first.log"
+    with open(log, "w") as output:  # stopped with a finished temporary file not yet renamed into place
+        first = subprocess.Popen(
+            [sys.executable, str(REPO / "tests" / "kill_at.py"), "replace:corrections.parquet", "1", "--", *flags],
+            cwd=REPO, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, "KILL_AT_SIGNAL": "SIGSTOP"},
+        )
+    try:
+        wait_until_stopped(first.pid)
+        assert list(run_dir.rglob(".tmp-corrections.parquet.*")), "the first run is in the middle of a write"
+        before = files_of(run_dir)
+        second = subprocess.run([*TRAIN, *flags], cwd=REPO, capture_output=True, text=True)
+        assert second.returncode == 2, second.stderr[-3000:]
+        assert f"is in use by another stasc process (pid {first.pid})" in second.stderr
+        assert "Traceback" not in second.stderr
+        assert_documented("a second run on a directory in use", second.stderr)
+        assert files_of(run_dir) == before, "the second run changed or deleted nothing, not even temporary files"
+        first.send_signal(signal.SIGCONT)
+        assert first.wait(timeout=600) == 0, log.read_text()[-3000:]
+    finally:
+        first.kill()
+        first.wait()
+    manifest = read_manifest(run_dir)
+    assert manifest["status"] == "complete" and len(manifest["iterations"]) == 3
+    assert not list(run_dir.rglob(".tmp-*")) and not (run_dir / "run.lock").exists()
+
+
+@pytest.mark.slow
+def test_a_deleted_adapter_is_redone_once_its_iteration_directory_is_deleted(tmp_path, tiny_run) -> None:
+    run_dir = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    config = StascConfig(**{**read_manifest(run_dir)["config"], "output_dir": str(run_dir), "iterations": 3})
+    (run_dir / "iteration_02" / "adapter" / "adapter_model.safetensors").unlink()
+    with pytest.raises(StascError) as missing:
+        StascRun(config).run()  # iteration 3 starts from M_2
+    assert_documented("a deleted adapter file", str(missing.value))
+    shutil.rmtree(run_dir / "iteration_01")
+    with pytest.raises(StascError) as out_of_order:
+        StascRun(config).run()
+    assert_documented("an iteration directory deleted before a later one", str(out_of_order.value))
+    shutil.copytree(tiny_run / "iteration_01", run_dir / "iteration_01")
+    kept = files_of(run_dir / "iteration_01") | files_of(run_dir / "iteration_00")
+    shutil.rmtree(run_dir / "iteration_02")  # what the message says to do
+    manifest = StascRun(config).run()
+    assert [entry["iteration"] for entry in manifest["iterations"]] == [0, 1, 2, 3]
+    assert comparable(manifest)["iterations"][:2] == comparable(read_manifest(tiny_run))["iterations"][:2]
+    assert (files_of(run_dir / "iteration_01") | files_of(run_dir / "iteration_00")) == kept
+    load_file(str(run_dir / "iteration_02" / "adapter" / "adapter_model.safetensors"))
+
+
+def config_file(path: Path, config: dict, **changes) -> Path:
+    """A run's settings (run.json's config) as a --config YAML file."""
+    path.write_text(yaml.safe_dump({**config, **changes}))
+    return path
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_the_adapter_is_saved_stops_cleanly_and_the_run_resumes(tmp_path, tiny_run, small_disk):
+    run_dir = Path(shutil.copytree(tiny_run, small_disk(1024) / "run"))
+    # as a run stopped after writing iteration 2's training data: no adapter, training report or evaluation yet
+    manifest = read_manifest(run_dir)
+    manifest["iterations"].pop()
+    manifest["status"] = "running"
+    write_manifest(run_dir, manifest)
+    shutil.rmtree(run_dir / "iteration_02" / "adapter")
+    (run_dir / "iteration_02" / "training.json").unlink()
+    (run_dir / "iteration_02" / "evaluation.parquet").unlink()
+    settings = config_file(tmp_path / "run.yaml", manifest["config"], output_dir=str(run_dir))
+    before = files_of(run_dir, leave_out=("run.json",))
+    disk = os.statvfs(run_dir)
+    filler = run_dir.parent / "filler"
+    filler.write_bytes(b"\0" * (disk.f_bavail * disk.f_frsize - 24 * 1024))  # room for run.json, not the adapter
+    result = subprocess.run([*TRAIN, "--config", str(settings)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert_documented("a full disk while the adapter is saved", result.stderr)
+    assert files_of(run_dir, leave_out=("run.json",)) == before, "nothing written before changed"
+    assert read_manifest(run_dir)["iterations"] == manifest["iterations"]
+    assert not (run_dir / "iteration_02" / "adapter").exists() and not list(run_dir.rglob(".tmp-*"))
+    filler.unlink()
+    result = subprocess.run([*TRAIN, "--config", str(settings)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read_manifest(run_dir)["status"] == "complete" and len(read_manifest(run_dir)["iterations"]) == 3
+
+
+@pytest.mark.slow
+def test_a_read_only_run_directory_is_named_and_left_as_it_was(tmp_path, tiny_run, freezable_dir) -> None:
+    directory, freeze = freezable_dir
+    run_dir = Path(shutil.copytree(tiny_run, directory / "run"))
+    settings = config_file(tmp_path / "run.yaml", read_manifest(run_dir)["config"], output_dir=str(run_dir),
+                           iterations=3)
+    before = files_of(run_dir)
+    freeze()
+    result = subprocess.run([*TRAIN, "--config", str(settings)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert_documented("a read-only run directory", result.stderr)
+    assert files_of(run_dir) == before

@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import gradio as gr
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stasc.app.handlers import (
     DATA_KINDS,
@@ -34,6 +36,38 @@ CSS = """
 """
 WAITING = "*The final answer will appear here.*"
 GENERATION = {"concurrency_id": "model", "concurrency_limit": 1, "show_progress": "minimal"}
+# Sent with every response. Framing is limited with frame-ancestors, not X-Frame-Options: DENY, so that a
+# Hugging Face Space (served from *.hf.space inside a page of huggingface.co) can still show the app.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+    "Content-Security-Policy": "frame-ancestors 'self' https://huggingface.co https://*.hf.space",
+}
+
+
+class SecurityHeaders:
+    """ASGI middleware that adds SECURITY_HEADERS to every HTTP response (streamed ones included, since it
+    only touches the response's start)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *((name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()
+                      if name.lower().encode() not in present),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 def build_app(handlers: Handlers, *, examples: list[list[str]] | None = None) -> gr.Blocks:
@@ -204,5 +238,6 @@ def launch(
     demo.launch(
         server_name=host, server_port=port, css=CSS, show_error=False, ssr_mode=False, quiet=True,
         prevent_thread_lock=not block, footer_links=["api", "gradio"],
+        app_kwargs={"middleware": [Middleware(SecurityHeaders)]},
     )
     return demo

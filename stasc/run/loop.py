@@ -43,20 +43,28 @@ from stasc.core.prompts import (
     refinement_messages,
     training_messages,
 )
-from stasc.core.rewards import binary_reward, score_output
-from stasc.data import QAExample, load_qa_splits, split_validation
+from stasc.core.rewards import binary_reward, normalize_answer, score_output
+from stasc.data import QAExample, RowRules, load_qa_splits, split_validation
 from stasc.distributed import current_processes
 from stasc.errors import StascError
 from stasc.modeling.models import load_model, load_tokenizer, pick_dtype, resolve_model_path
 from stasc.modeling.policy import Policy
 from stasc.run.layout import iteration_dir
-from stasc.run.manifest import FORMAT_VERSION, format_table, manifest_path, read_manifest, write_manifest
+from stasc.run.lock import RunLock, check_unlocked
+from stasc.run.manifest import (
+    FORMAT_VERSION,
+    format_table,
+    manifest_path,
+    read_manifest,
+    run_file,
+    write_manifest,
+)
 from stasc.run.memory import peak_rss_mb, reset_peak_rss
 from stasc.run.storage import atomic_directory, read_parquet, remove_leftovers, write_json, write_parquet
 from stasc.sampling.base import Sampler, gpu_handover
 from stasc.sampling.factory import make_sampler
 from stasc.sampling.vllm import check_backend
-from stasc.training.lora import train_adapter
+from stasc.training.lora import check_sequence_room, train_adapter
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +78,8 @@ EVALUATION = "evaluation.parquet"
 
 # Settings that may change between a run and its resumption without changing its results.
 RESUMABLE_CHANGES = frozenset(
-    {"iterations", "output_dir", "log_level", "report_to", "model_cache_dir", "push_to_hub", "hub_private"}
+    {"iterations", "output_dir", "log_level", "report_to", "model_cache_dir", "push_to_hub", "hub_private",
+     "max_question_chars"}
 )
 SEED_RANGE = 2**31
 
@@ -100,6 +109,7 @@ class StascRun:
             raise StascError(
                 f"--output-dir {self.run_dir} is a file, not a directory. Pass a new directory name, or move the file."
             )
+        check_unlocked(self.run_dir)
         existing = read_manifest(self.run_dir) if manifest_path(self.run_dir).exists() else None
         if existing is not None:
             check_resumable(existing["config"], config, self.run_dir)
@@ -116,23 +126,32 @@ class StascRun:
             seed=config.seed,
             max_train=None if config.evaluate_on == "validation" else config.max_train_questions,
             max_test=config.max_test_questions,
+            rules=RowRules(max_question_chars=config.max_question_chars, normalize=normalize_answer),
         )
         if config.evaluate_on == "validation":
             self.train, self.test = split_validation(
                 self.train, config.validation_fraction, max_train=config.max_train_questions,
                 max_validation=config.max_test_questions,
             )
-        fingerprint = data_fingerprint(self.train, self.test)
-        if existing is not None and existing.get("data", {}).get("fingerprint") != fingerprint:
+        self.fingerprint = data_fingerprint(self.train, self.test)
+        if existing is not None:
+            self._check_existing(existing)
+        tokenizer = load_tokenizer(self.model_path, trust_remote_code=config.trust_remote_code)
+        check_sequence_room(tokenizer, [example.question for example in self.train], config)
+        base = load_model(self.model_path, dtype=pick_dtype(config.dtype), trust_remote_code=config.trust_remote_code)
+        self.policy = Policy(base, tokenizer, lora_config(config), seed=config.seed)
+        self.sampler: Sampler = make_sampler(config, self.policy, self.model_path)
+        self.manifest = existing or self._new_manifest(self.fingerprint)
+        self.lock = RunLock(self.run_dir)
+
+    def _check_existing(self, manifest: dict[str, Any]) -> None:
+        """Refuse to continue a run made with other settings or other questions."""
+        check_resumable(manifest["config"], self.config, self.run_dir)
+        if manifest.get("data", {}).get("fingerprint") != self.fingerprint:
             raise StascError(
                 f"The questions loaded now differ from the ones {self.run_dir} was started with "
                 "(the data file changed). Restore the data or use a new --output-dir."
             )
-        tokenizer = load_tokenizer(self.model_path, trust_remote_code=config.trust_remote_code)
-        base = load_model(self.model_path, dtype=pick_dtype(config.dtype), trust_remote_code=config.trust_remote_code)
-        self.policy = Policy(base, tokenizer, lora_config(config), seed=config.seed)
-        self.sampler: Sampler = make_sampler(config, self.policy, self.model_path)
-        self.manifest = existing or self._new_manifest(fingerprint)
 
     def _new_manifest(self, fingerprint: str) -> dict[str, Any]:
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -158,10 +177,36 @@ class StascRun:
         """
         self.on_iteration = on_iteration if self.processes.is_main else None
         self.processes.barrier()  # every process has read the run directory before the main one changes it
-        if self.processes.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+        problem, manifest = self.processes.from_main(self._claim)
+        if problem:
+            raise StascError(problem)
+        try:
+            self.manifest = manifest or self.manifest
+            return self._run_iterations()
+        finally:
+            self.lock.release()
+
+    def _claim(self) -> tuple[str | None, dict[str, Any] | None]:
+        """Main process: lock the run directory, then read what is in it now (another run may have finished
+        iterations since this one started) and clear what interrupted runs left. (error message, manifest)."""
+        try:
+            self.lock.acquire()
+        except StascError as error:
+            return str(error), None
+        try:
+            manifest = read_manifest(self.run_dir) if manifest_path(self.run_dir).exists() else None
+            if manifest is not None:
+                self._check_existing(manifest)
+                forget_deleted_iterations(self.run_dir, manifest)
             remove_leftovers(self.run_dir)
             remove_finished_parts(self.run_dir)
+        except StascError as error:
+            self.lock.release()
+            return str(error), None
+        return None, manifest
+
+    def _run_iterations(self) -> dict[str, Any]:
+        """The iterations not recorded yet, with the run directory locked."""
         self.manifest["config"]["iterations"] = self.config.iterations
         self.manifest["status"] = "running"
         self._save_manifest()
@@ -191,7 +236,7 @@ class StascRun:
     def _adapter_of(self, iteration: int) -> Path | None:
         """Where M_iteration's adapter lives (None for M0)."""
         relative = self.manifest["iterations"][iteration].get("adapter")
-        return self.run_dir / relative if relative else None
+        return run_file(self.run_dir, relative) if relative else None
 
     def _seed(self, iteration: int, step: str, chunk: int = 0) -> int:
         return derived_seed(self.config.seed, iteration, step, chunk)
@@ -669,6 +714,30 @@ def remove_finished_parts(run_dir: Path) -> None:
             finished = parts.with_name(EVALUATION)
         if finished.exists():
             shutil.rmtree(parts, ignore_errors=True)
+
+
+def forget_deleted_iterations(run_dir: Path, manifest: dict[str, Any]) -> None:
+    """Drop the entries of iterations whose directory was deleted (the way to redo a damaged one), so that
+    they are run again; refused while a later iteration, built on a deleted one, is still there."""
+    entries = manifest["iterations"]
+    gone = next((entry["iteration"] for entry in entries if not iteration_dir(run_dir, entry["iteration"]).is_dir()), None)
+    if gone is None:
+        return
+    later = sorted(
+        path.name for path in run_dir.glob("iteration_*")
+        if path.is_dir() and path.name.split("_")[-1].isdigit() and int(path.name.split("_")[-1]) > gone
+    )
+    if later:
+        raise StascError(
+            f"{iteration_dir(run_dir, gone)} was deleted, but the later iterations built on it are still there "
+            f"({', '.join(later)}). Delete them too and rerun the same command: iterations {gone} and later are "
+            "then redone."
+        )
+    logger.warning(
+        "%s was deleted: iterations %d..%d are redone", iteration_dir(run_dir, gone), gone, entries[-1]["iteration"]
+    )
+    del entries[gone:]
+    manifest["status"] = "running"
 
 
 def initial_columns(corrections: pd.DataFrame) -> list[str]:

@@ -15,8 +15,7 @@ from collections.abc import Sequence
 
 from math_verify import parse, verify
 
-# "Final Answer:" with optional markdown bold around the label or the colon, as in the QA rewards.
-_FINAL_ANSWER = re.compile(r"final\s+answer\s*(?:\*\*)?\s*:(?:\s*\*\*)?", re.IGNORECASE)
+from stasc.core.rewards import _FINAL_ANSWER  # the marker the QA task's final_answer extraction reads
 _BOXED = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 # A number: optional sign (not the minus of a subtraction), thousands groups or digits, decimals, a
 # denominator, an exponent. Not preceded by a letter, digit or dot, so "x2" and "1.5" give no "2" or "5".
@@ -31,7 +30,8 @@ _SCIENTIFIC = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)[eE]([-+]?\d+)(?![\w.])")
 _UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
 # A word of prose: three letters not part of a LaTeX command or its braced argument.
 _WORD = re.compile(r"(?<![\\{A-Za-z])[A-Za-z]{3,}")
-_PARSE_TIMEOUT_S = 5
+# A guard against parses that never end, not a budget: wall-clock time, which a busy machine stretches.
+_PARSE_TIMEOUT_S = 20
 
 
 def _braced(text: str, start: int) -> str | None:

@@ -40,6 +40,18 @@ DEFAULT_CORRECTION_INSTRUCTIONS = (
     "if it may be incomplete, consider other options. Think step by step in one or two short "
     'sentences, then write the answer on a last line as "Final Answer: <answer>".'
 )
+DEFAULT_MATH_INSTRUCTIONS = (
+    "Solve the following math problem. Reason step by step, then put your final answer within \\boxed{}."
+)
+DEFAULT_MATH_CORRECTION_INSTRUCTIONS = (
+    "Check your solution above step by step. If it has a mistake, correct it and solve the problem again; "
+    "if it is right, keep its answer. Put your final answer within \\boxed{}."
+)
+# Each task's (instructions, correction instructions), used where --instructions or --correction-instructions is unset.
+TASK_INSTRUCTIONS = {
+    "qa": (DEFAULT_INSTRUCTIONS, DEFAULT_CORRECTION_INSTRUCTIONS),
+    "math": (DEFAULT_MATH_INSTRUCTIONS, DEFAULT_MATH_CORRECTION_INSTRUCTIONS),
+}
 
 
 def _field(default: Any, help: str, choices: Sequence[str] | None = None, **kwargs: Any) -> Any:
@@ -184,9 +196,17 @@ class StascConfig:
         DEFAULT_RATIONALIZATION_HINT,
         "With --rationalize: appended to the correction request; {answer} is the first reference answer.",
     )
-    instructions: str = _field(DEFAULT_INSTRUCTIONS, "Instructions placed before each question.")
-    correction_instructions: str = _field(
-        DEFAULT_CORRECTION_INSTRUCTIONS, "The user turn that asks the model to correct its answer."
+    task: str = _field(
+        "qa",
+        "What the questions are and how answers are scored: 'qa' = open-domain questions scored by --reward, "
+        "evaluated by in-accuracy; 'math' = math problems scored by mathematical equivalence of the final "
+        "answer (the last \\boxed{...}, else the 'Final Answer:' line, else the last number) with the reference, "
+        "and evaluated by that same math accuracy. Chooses the default --instructions and --correction-instructions.",
+        list(TASK_INSTRUCTIONS),
+    )
+    instructions: str | None = _field(None, "Instructions placed before each question (none = the --task's).")
+    correction_instructions: str | None = _field(
+        None, "The user turn that asks the model to correct its answer (none = the --task's)."
     )
 
     # Sampling
@@ -295,6 +315,11 @@ class StascConfig:
 
     def __post_init__(self) -> None:
         self._apply_variant()
+        instructions, correction_instructions = TASK_INSTRUCTIONS.get(self.task, TASK_INSTRUCTIONS["qa"])
+        if self.instructions is None:
+            self.instructions = instructions
+        if self.correction_instructions is None:
+            self.correction_instructions = correction_instructions
         self.validate()
 
     @property
@@ -391,6 +416,11 @@ class StascConfig:
             )
         if not self.lora_target_modules:
             raise StascError("--lora-target-modules needs at least one module name (or all-linear).")
+        if self.task == "math" and (self.reward, self.answer_extraction) != ("in_acc", "full"):
+            raise StascError(
+                "--reward and --answer-extraction choose how --task qa scores answers; --task math always scores "
+                "the final answer by mathematical equivalence. Drop those flags, or use --task qa."
+            )
         if self.push_to_hub is not None:
             check_repo_id(self.push_to_hub)
         for name in ("instructions", "correction_instructions", "output_dir", "model", "dataset"):

@@ -36,6 +36,10 @@ _ID_COLUMNS = ("id", "question_id")
 _SPLIT_COLUMN = "split"
 _BARE_NAN = re.compile(r"(?<=[\[,\s])nan(?=\s*[,\]])")
 _OTHER_SEPARATORS = {",": ";\t|", "\t": ",;|"}  # what a one-column header split by them reveals
+# Math data sets found by their columns when the default --answers-column 'answers' is absent: MATH-500 style
+# (problem, answer) and GSM8K style (question, answer: a worked solution ending in a '#### <answer>' line).
+_MATH_COLUMNS = ("problem", "answer")
+_GSM8K_MARKER = "####"
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,7 @@ def load_qa_file(
     rules: RowRules = RowRules(),
 ) -> list[QAExample]:
     """Load a local .jsonl, .json, .csv, .tsv or .parquet file, choosing the reader by suffix."""
-    table = _read_file(path, needed=(question_column, answers_column, *_ID_COLUMNS))
+    table = _read_file(path, needed=(question_column, answers_column, *_ID_COLUMNS, *_MATH_COLUMNS))
     examples = _to_examples(table, question_column, answers_column, rules)
     logger.info("Loaded %d questions from %s", len(examples), table.source)
     return examples
@@ -416,6 +420,9 @@ def _lookup(row: Mapping[str, Any], column: str) -> Any:
 
 def _to_examples(table: _Table, question_column: str, answers_column: str, rules: RowRules) -> list[QAExample]:
     """Turn raw rows into examples, one per row in order, after checking both columns exist."""
+    math_format = _math_format(table, question_column, answers_column)
+    if math_format is not None:
+        return _math_examples(table, *math_format, rules)
     for column, flag in ((question_column, "--question-column"), (answers_column, "--answers-column")):
         if column not in table.columns:
             raise StascError(
@@ -451,6 +458,42 @@ def _scorable(
         )
     dropped.extend(f"{location} {answer!r}" for answer in answers if answer not in kept)
     return kept
+
+
+def _math_format(table: _Table, question_column: str, answers_column: str) -> tuple[str, bool] | None:
+    """(question column, whether answers are GSM8K solutions) for a MATH-500 or GSM8K style table whose
+    default 'answers' column is absent; None for every other table, which loads by the column flags."""
+    if answers_column != "answers" or answers_column in table.columns or "answer" not in table.columns:
+        return None
+    if question_column == "question" and question_column not in table.columns and "problem" in table.columns:
+        logger.info("%s has columns problem and answer: reading it as MATH-style problems", table.source)
+        return "problem", False
+    answers = [answer for row in table.rows if isinstance(answer := _lookup(row, "answer"), str)]
+    if question_column in table.columns and any(_GSM8K_MARKER in answer for answer in answers):
+        logger.info("%s has '####' answers: reading it as GSM8K-style solutions", table.source)
+        return question_column, True
+    return None
+
+
+def _math_examples(table: _Table, question_column: str, gsm8k: bool, rules: RowRules) -> list[QAExample]:
+    """Examples whose one reference is the 'answer' cell as written (MATH-style, so '[0,1]' stays an
+    interval) or the number after a GSM8K solution's '####' (the worked solution never reaches a prompt)."""
+    examples = []
+    for number, (row, location) in enumerate(zip(table.rows, table.locations, strict=True), start=1):
+        value = _lookup(row, "answer")
+        answer = "" if value is None else str(value).strip()
+        if gsm8k:
+            if _GSM8K_MARKER not in answer:
+                raise StascError(
+                    f"{location}: the GSM8K-style answer in column 'answer' has no final '#### <answer>' line, which "
+                    "gives the reference answer. Add that line (e.g. '#### 42') or remove the row; for plain "
+                    "reference answers, pass --answers-column answer."
+                )
+            answer = answer.rsplit(_GSM8K_MARKER, 1)[1].strip()
+        question = _question(_lookup(row, question_column), location, question_column, rules.max_question_chars)
+        answers = _answers([answer], location, "answer")  # a list, so the cell is never read as a list literal
+        examples.append(QAExample(_row_id(row, f"{table.stem}-{number}"), question, answers))
+    return examples
 
 
 def _row_id(row: Mapping[str, Any], fallback: str) -> str:
@@ -564,7 +607,8 @@ def _load_hub(
             "If it has several configurations, pick one with --dataset-config."
         ) from error
     columns = tuple(sorted(_mapping_paths(dataset.features)))
-    keep = _present_top_level(dataset.column_names, (question_column, answers_column, *_ID_COLUMNS))
+    needed = (question_column, answers_column, *_ID_COLUMNS, *_MATH_COLUMNS)
+    keep = _present_top_level(dataset.column_names, needed)
     rows = dataset.select_columns(keep).to_list()
     source = f"Hugging Face dataset {described} split {split!r}"
     if not rows:

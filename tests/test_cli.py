@@ -36,6 +36,9 @@ BAD_INPUTS = {
                        "qa.jsonl:1: row has no question"),
     "misnamed column": ({"qa.csv": "question,answer\nq,a\n"}, ["--dataset", "qa.csv"],
                         "qa.csv has no column 'answers' (available columns: answer, question). Set --answers-column"),
+    "GSM8K answer without its final line": (
+        {"gsm.jsonl": '{"question": "1+1?", "answer": "1+1=2\\n#### 2"}\n{"question": "2+2?", "answer": "4"}\n'},
+        ["--dataset", "gsm.jsonl"], "gsm.jsonl:2: the GSM8K-style answer in column 'answer' has no final '#### <answer>'"),
     "unsupported file type": ({"qa.txt": "hello\n"}, ["--dataset", "qa.txt"], "unsupported file type '.txt'"),
     "not UTF-8": ({"qa.jsonl": b"\xff\xfe bad"}, ["--dataset", "qa.jsonl"], "is not UTF-8 text"),
     "empty file": ({"qa.jsonl": ""}, ["--dataset", "qa.jsonl"], "qa.jsonl has no questions"),
@@ -70,6 +73,8 @@ BAD_INPUTS = {
     "top-p above one": ({}, ["--top-p", "1.5"], "--top-p must satisfy 0 < p <= 1"),
     "zero learning rate": ({}, ["--learning-rate", "0"], "--learning-rate must be greater than 0"),
     "unknown reward": ({}, ["--reward", "bleu"], "Invalid --reward 'bleu'. Choose one of: in_acc, em, f1."),
+    "QA reward with the math task": ({}, ["--task", "math", "--reward", "em"],
+                                     "--task math always scores the final answer by mathematical equivalence"),
     "unknown dtype": ({}, ["--dtype", "float8"], "Did you mean 'float32'?"),
     "batch not divisible": ({}, ["--train-batch-size", "6", "--gradient-accumulation-steps", "4"],
                             "must be a multiple of"),

@@ -691,3 +691,81 @@ def test_validation_is_held_out_by_question_id_whatever_the_order_and_limits() -
     assert len(shuffled_train) == 5 and len(shuffled_validation) == 3
     with pytest.raises(StascError, match="too few"):
         split_validation(questions[:1], 0.25)
+
+
+# Math data: GSM8K style (question, answer ending in '#### n') and MATH-500 style (problem, answer)
+
+GSM8K_ROWS = [
+    {"question": "Tom has 3 apples and buys 4 more. How many does he have?",
+     "answer": "He has 3 + 4 = <<3+4=7>>7 apples.\n#### 7"},
+    {"question": "A bike costs $1,200 and a helmet $50. What do both cost?",
+     "answer": "Both cost 1200 + 50 = <<1200+50=1250>>1250 dollars.\n#### 1,250"},
+    {"question": "Half of 9?", "answer": "9 / 2 = 4.5\n#### 4.5"},
+]
+MATH_ROWS = [
+    {"problem": "Solve $x^2 = 4$ for $x > 0$.", "answer": "2", "unique_id": "test/algebra/1.json"},
+    {"problem": "For which $x$ is $\\sqrt{x(1-x)}$ real?", "answer": "[0,1]", "subject": "Algebra"},
+    {"problem": "What is $\\frac{2}{4}$ in lowest terms?", "answer": "\\frac{1}{2}"},
+    {"problem": "How many sides has a hexagon?", "answer": 6},
+]
+
+
+def test_gsm8k_style_file_gives_the_final_number_and_keeps_the_solution_out(tmp_path: Path) -> None:
+    examples = load_qa_file(write_jsonl(tmp_path / "gsm.jsonl", GSM8K_ROWS))
+    assert [example.answers for example in examples] == [("7",), ("1,250",), ("4.5",)]
+    assert [example.question for example in examples] == [row["question"] for row in GSM8K_ROWS]
+    assert examples[0].id == "gsm-1"
+
+
+def test_math500_style_file_keeps_each_answer_as_written(tmp_path: Path) -> None:
+    examples = load_qa_file(write_jsonl(tmp_path / "math.jsonl", MATH_ROWS))
+    assert examples == [
+        QAExample("math-1", MATH_ROWS[0]["problem"], ("2",)),
+        QAExample("math-2", MATH_ROWS[1]["problem"], ("[0,1]",)),  # an interval, not a list of two answers
+        QAExample("math-3", MATH_ROWS[2]["problem"], ("\\frac{1}{2}",)),
+        QAExample("math-4", MATH_ROWS[3]["problem"], ("6",)),
+    ]
+
+
+def test_math500_style_parquet_reads_its_columns_from_a_wide_file(tmp_path: Path) -> None:
+    path = tmp_path / "math.parquet"
+    pq.write_table(pa.table({"problem": ["1+1?"], "solution": ["It is \\boxed{2}."], "answer": ["2"]}), path)
+    assert load_qa_file(path) == [QAExample("math-1", "1+1?", ("2",))]
+
+
+def test_gsm8k_answer_without_its_final_line_names_the_line_and_the_fix(tmp_path: Path) -> None:
+    rows = [*GSM8K_ROWS[:2], {"question": "Three times 4?", "answer": "3 * 4 = 12"}]
+    path = write_jsonl(tmp_path / "gsm.jsonl", rows)
+    with pytest.raises(StascError) as error:
+        load_qa_splits(str(path))
+    assert str(error.value) == (
+        f"{path}:3: the GSM8K-style answer in column 'answer' has no final '#### <answer>' line, which gives the "
+        "reference answer. Add that line (e.g. '#### 42') or remove the row; for plain reference answers, pass "
+        "--answers-column answer."
+    )
+
+
+def test_plain_answer_column_still_needs_the_flag(tmp_path: Path) -> None:
+    """A QA file with an 'answer' column and no '####' is no GSM8K file: the column flag is still asked for."""
+    path = write_jsonl(tmp_path / "nq.jsonl", [{"question": "Capital of France?", "answer": ["Paris"]},
+                                               {"question": "Capital of Italy?", "answer": "Rome"}])
+    with pytest.raises(StascError, match="has no column 'answers'.*Did you mean 'answer'"):
+        load_qa_file(path)
+    assert load_qa_file(path, answers_column="answer")[0].answers == ("Paris",)
+
+
+@pytest.mark.usefixtures("offline_datasets")
+def test_math_data_folders_load_through_datasets_with_split_slices(tmp_path: Path) -> None:
+    """Hub data sets go through `datasets`: GSM8K with train and test splits, MATH-500 with one 'test' split
+    cut in two by slices, as configs/qwen2.5-1.5b-math500-gpu.yaml does."""
+    (tmp_path / "gsm8k").mkdir()
+    write_jsonl(tmp_path / "gsm8k" / "train.jsonl", GSM8K_ROWS[:2])
+    write_jsonl(tmp_path / "gsm8k" / "test.jsonl", GSM8K_ROWS[2:])
+    train, test = load_qa_splits("gsm8k", test_split="test")
+    assert [e.answers for e in train] == [("7",), ("1,250",)] and test[0].answers == ("4.5",)
+
+    (tmp_path / "math500").mkdir()
+    write_jsonl(tmp_path / "math500" / "test.jsonl", [{**row, "answer": str(row["answer"])} for row in MATH_ROWS])
+    train, test = load_qa_splits("math500", train_split="test[:3]", test_split="test[3:]")
+    assert [e.answers for e in train] == [("2",), ("[0,1]",), ("\\frac{1}{2}",)]
+    assert test == [QAExample("math500-test[3:]-1", MATH_ROWS[3]["problem"], ("6",))]

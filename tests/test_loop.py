@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from stasc.config import PAPER_VARIANTS, StascConfig
 from stasc.errors import StascError
-from stasc.run.loop import StascRun
+from stasc.run.loop import StascRun, check_resumable
 from stasc.run.manifest import read_manifest, write_manifest
 
 from testing_utils import assert_documented, make_config
@@ -624,3 +624,68 @@ def test_a_read_only_run_directory_is_named_and_left_as_it_was(tmp_path, tiny_ru
     assert "Traceback" not in result.stderr
     assert_documented("a read-only run directory", result.stderr)
     assert files_of(run_dir) == before
+
+
+class ScriptedMathSampler:
+    """Answers every GSM8K question n with a wrong solution that still mentions n ("I first guessed 7, but it is
+    70"), and corrects it to n written as a fraction (\\boxed{\\frac{14}{2}}), so the QA in-accuracy and the math
+    reward disagree on every output. Records each prompt."""
+
+    def __init__(self, references: dict[str, str]) -> None:
+        self.references = references
+        self.prompts: list[str] = []
+
+    def sample(self, conversations, num_samples, *, adapter, seed, desc, temperature=None):
+        outputs = []
+        for conversation in conversations:
+            self.prompts.append(conversation[0]["content"])
+            n = int(self.references[conversation[0]["content"].rsplit("Question: ", 1)[1]])
+            if len(conversation) == 1:
+                answer = f"I first guessed {n}, but it is {n}0.\nFinal Answer: {n}0"
+            else:
+                answer = f"Check: {n}0 is too big. It is \\boxed{{\\frac{{{2 * n}}}{{2}}}}."
+            outputs.append([answer] * num_samples)
+        return outputs
+
+
+@pytest.mark.slow
+def test_math_task_runs_on_a_gsm8k_file_and_scores_by_the_math_reward(tmp_path, tiny_model_dir) -> None:
+    from testing_utils import write_jsonl
+
+    def rows(start: int, count: int) -> list[dict]:
+        return [{"question": f"Tom has {n - 2} apples and buys 2 more. How many has he?",
+                 "answer": f"He has {n - 2} + 2 = <<{n - 2}+2={n}>>{n} apples.\n#### {n}"}
+                for n in range(start, start + 2 * count, 2)]
+
+    train, test = rows(7, 4), rows(21, 2)  # odd n: no token of 2n or 2 is n, so in-accuracy misses the fraction
+    questions = (write_jsonl(tmp_path / "gsm_train.jsonl", train), write_jsonl(tmp_path / "gsm_test.jsonl", test))
+    config = make_config(tmp_path, tiny_model_dir, questions, task="math", iterations=1, n_init=2, n_corr=2,
+                         variant="EIF", max_seq_length=256)
+    run = StascRun(config)
+    run.sampler = ScriptedMathSampler({row["question"]: row["answer"].rsplit("#### ", 1)[1] for row in train + test})
+    manifest = run.run()
+    run_dir = Path(config.output_dir)
+
+    assert read_manifest(run_dir)["config"]["task"] == "math"
+    corrections = pd.read_parquet(run_dir / manifest["iterations"][1]["corrections"])
+    assert len(corrections) == 4 * 2 * 2
+    assert (corrections["initial_reward"] == 0).all() and (corrections["correction_reward"] == 1).all()
+    assert manifest["iterations"][1]["kept_examples"] == 16 and manifest["iterations"][1]["training"]["steps"] >= 1
+    kept = pd.read_parquet(run_dir / manifest["iterations"][1]["train_data"])
+    assert kept["messages"].iloc[0][0]["content"].startswith(config.instructions)
+    assert "\\boxed{}" in config.instructions and kept["messages"].iloc[0][2]["content"] == config.correction_instructions
+    for entry in manifest["iterations"]:
+        evaluation = pd.read_parquet(run_dir / entry["evaluation"])
+        assert list(evaluation["answers"].map(list)) == [["21"], ["23"]]
+        assert (evaluation["initial_in_acc"] == 0).all() and (evaluation["correction_in_acc"] == 1).all()
+        metrics = entry["metrics"]
+        assert (metrics["acc_t1"], metrics["acc_t2"], metrics["i_to_c"]) == (0.0, 1.0, 1.0)
+    assert not any("####" in prompt or "<<" in prompt for prompt in run.sampler.prompts), "no worked solution"
+
+
+def test_a_run_from_before_tasks_resumes_as_qa(tmp_path) -> None:
+    saved = StascConfig().to_dict()
+    del saved["task"]  # run.json of a run made before the task setting existed
+    check_resumable(saved, StascConfig(), tmp_path)
+    with pytest.raises(StascError, match="task was 'qa', now 'math'"):
+        check_resumable(saved, StascConfig(task="math"), tmp_path)

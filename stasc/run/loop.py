@@ -43,7 +43,8 @@ from stasc.core.prompts import (
     refinement_messages,
     training_messages,
 )
-from stasc.core.rewards import binary_reward, normalize_answer, score_output
+from stasc.core.rewards import normalize_answer
+from stasc.core.tasks import task_accuracy, task_reward
 from stasc.data import QAExample, RowRules, load_qa_splits, split_validation
 from stasc.distributed import current_processes
 from stasc.errors import StascError
@@ -695,15 +696,10 @@ class StascRun:
         )
 
     def _reward(self, output: str, answers: Sequence[str]) -> int:
-        config = self.config
-        return binary_reward(
-            output, list(answers), reward=config.reward, extraction=config.answer_extraction,  # type: ignore[arg-type]
-            f1_threshold=config.f1_threshold,
-        )
+        return task_reward(self.config, output, answers)
 
     def _in_acc(self, output: str, answers: Sequence[str]) -> int:
-        score = score_output(output, list(answers), metric="in_acc", extraction=self.config.answer_extraction)  # type: ignore[arg-type]
-        return int(score)
+        return task_accuracy(self.config, output, answers)
 
 
 def remove_finished_parts(run_dir: Path) -> None:

@@ -609,12 +609,88 @@ def set_slider(page: Any, slider: str, value: float, timeout: float = 30) -> Non
                 ) from None
 
 
-@pytest.mark.slow
-def test_a_real_browser_asks_a_question_and_sees_both_answers(served: tuple[str, Handlers]) -> None:
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium driven by Playwright (no browser download)."""
     if not Path("/usr/bin/chromium").exists():
         pytest.skip("Debian's Chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
     from playwright.sync_api import sync_playwright
 
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def open_app(browser: Any, url: str, width: int = 1280, height: int = 1000) -> Any:
+    """A fresh page of the app, once it has shown the default run."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(url)
+    page.wait_for_selector("#iteration input", timeout=60_000)
+    page.wait_for_function("document.querySelector('#run-info').innerText.includes('variant')", timeout=60_000)
+    return page
+
+
+class SlowEngine:
+    """What the served app's engine was asked (conversations, in order); each streamed piece is held back `delay`
+    seconds, so that clicks land while it generates."""
+
+    def __init__(self) -> None:
+        self.asked: list[list[dict[str, str]]] = []
+        self.delay = 0.0
+
+    def hold_back(self, delay: float = 0.2) -> None:
+        self.asked.clear()
+        self.delay = delay
+
+
+@pytest.fixture()
+def slow_engine(served: tuple[str, Handlers], monkeypatch: pytest.MonkeyPatch) -> SlowEngine:
+    _, app_handlers = served
+    real = app_handlers.engine.stream
+    engine = SlowEngine()
+
+    def slow(target: Any, messages: Any, sampling: Any, seed: int = 0) -> Iterator[str]:
+        engine.asked.append([dict(message) for message in messages])
+        for piece in real(target, messages, sampling, seed):
+            time.sleep(engine.delay)
+            yield piece
+
+    monkeypatch.setattr(app_handlers.engine, "stream", slow)
+    return engine
+
+
+def page_settings(page: Any) -> tuple[float, int]:
+    """The temperature and max new tokens the page will ask with (the run's own; the seed is 0)."""
+    page.get_by_text("Sampling", exact=True).click()
+    page.wait_for_selector(f"{SLIDERS[0]} input[type=number]", timeout=30_000)
+    assert page.input_value("#seed input") == "0"
+    return tuple(float(page.input_value(f"{name} input[type=number]")) for name in SLIDERS)  # type: ignore[return-value]
+
+
+RECORD_COMPARE = """() => {
+    window.seen = [];
+    setInterval(() => window.seen.push([document.querySelector('#answer-label').innerText,
+                                        document.querySelector('#initial-answer textarea').value]), 20);
+}"""
+
+
+def assert_answers_under_their_own_labels(seen: list[list[str]], expected: dict[str, str]) -> None:
+    """Every (label, initial answer) the page showed: the answer is part of the answer the label names."""
+    for label, answer in seen:
+        if not answer:
+            continue
+        owners = [name for name in expected if name in label]
+        assert len(owners) == 1, f"an answer was shown under {label!r}"
+        assert expected[owners[0]].startswith(answer.strip()), (label, answer, expected)
+
+
+@pytest.mark.slow
+def test_a_real_browser_asks_a_question_and_sees_both_answers(served: tuple[str, Handlers], browser: Any) -> None:
     url, app_handlers = served
     # A question the tiny model answers and corrects with some text under greedy decoding.
     for question in QUESTIONS:
@@ -623,34 +699,161 @@ def test_a_real_browser_asks_a_question_and_sees_both_answers(served: tuple[str,
             break
     else:
         pytest.fail("the tiny model said nothing to any candidate question")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"],
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(url)
-            page.wait_for_selector("#iteration input", timeout=60_000)
-            page.wait_for_function("document.querySelector('#run-info').innerText.includes('variant')", timeout=60_000)
-            page.get_by_text("Sampling", exact=True).click()
-            for slider, value in zip(SLIDERS, (0, 8)):
-                set_slider(page, slider, value)
-            assert page.input_value("#iteration input").startswith("2 ·")
-            page.fill("#question textarea", question)
-            page.fill("#references textarea", "Rome")
-            page.click("#ask")
-            page.wait_for_function(
-                "document.querySelector('#summary').innerText.includes('→')", timeout=120_000
-            )
-            page.screenshot(path=str(artifacts_dir() / "app-compare.png"), full_page=True)
-            settings = [float(page.input_value(f"{name} input[type=range]")) for name in SLIDERS]
-            assert settings == [0, 8], f"the sliders changed while the app answered: {settings}"
-            assert page.input_value("#initial-answer textarea") == expected.initial
-            assert page.input_value("#correction textarea") == expected.correction
-            assert "Final answer" in page.inner_text("#initial-final") or (
-                "No Final Answer line" in page.inner_text("#initial-final"))
-            assert "correct" in page.inner_text("#correction-final")
-        finally:
-            browser.close()
+    page = open_app(browser, url)
+    page.get_by_text("Sampling", exact=True).click()
+    for slider, value in zip(SLIDERS, (0, 8)):
+        set_slider(page, slider, value)
+    assert page.input_value("#iteration input").startswith("2 ·")
+    page.fill("#question textarea", question)
+    page.fill("#references textarea", "Rome")
+    page.click("#ask")
+    page.wait_for_function("document.querySelector('#summary').innerText.includes('→')", timeout=120_000)
+    page.screenshot(path=str(artifacts_dir() / "app-compare.png"), full_page=True)
+    settings = [float(page.input_value(f"{name} input[type=range]")) for name in SLIDERS]
+    assert settings == [0, 8], f"the sliders changed while the app answered: {settings}"
+    assert page.input_value("#initial-answer textarea") == expected.initial
+    assert page.input_value("#correction textarea") == expected.correction
+    assert "Final answer" in page.inner_text("#initial-final") or (
+        "No Final Answer line" in page.inner_text("#initial-final"))
+    assert "correct" in page.inner_text("#correction-final")
+    assert page.inner_text("#answer-label") == f"Answers of iteration 2 to: {question}"
+
+
+@pytest.mark.slow
+def test_two_compare_clicks_in_a_row_both_run_in_turn_and_each_answer_stays_under_its_question(
+    served: tuple[str, Handlers], browser: Any, slow_engine: SlowEngine
+) -> None:
+    url, app_handlers = served
+    page = open_app(browser, url)
+    temperature, tokens = page_settings(page)
+
+    def answer(question: str, seed: int) -> str:
+        return last(app_handlers.compare(KEY, 2, question, "", temperature, tokens, seed)).initial
+
+    # Two questions whose answers differ (the second asked with another seed when the tiny model needs one).
+    first, first_answer = QUESTIONS[0], answer(QUESTIONS[0], 0)
+    second, seed, second_answer = next(
+        (question, seed, text) for seed in range(6) for question in QUESTIONS[1:]
+        if (text := answer(question, seed)) != first_answer)
+    slow_engine.hold_back()
+    page.evaluate(RECORD_COMPARE)
+    page.fill("#question textarea", first)
+    page.click("#ask")
+    page.wait_for_function("document.querySelector('#answer-label').innerText.includes('to:')", timeout=60_000)
+    page.fill("#question textarea", second)
+    page.fill("#seed input", str(seed))
+    page.press("#seed input", "Tab")
+    page.click("#ask")  # while the first answer is still streaming
+    page.wait_for_function(
+        f"document.querySelector('#answer-label').innerText.endsWith({second!r}) && "
+        "document.querySelector('#summary').innerText.includes('→')", timeout=120_000)
+    asked = [conversation[0]["content"].rsplit("Question: ", 1)[1] for conversation in slow_engine.asked]
+    assert asked == [first, first, second, second]  # both clicks ran, the second after the first
+    assert page.input_value("#initial-answer textarea") == second_answer
+    seen = page.evaluate("window.seen")
+    assert_answers_under_their_own_labels(seen, {first: first_answer, second: second_answer})
+    assert any(first in label for label, _ in seen), "the first answer was never shown"
+
+
+@pytest.mark.slow
+def test_send_then_self_correct_at_once_corrects_the_reply_to_the_new_question(
+    served: tuple[str, Handlers], browser: Any, slow_engine: SlowEngine
+) -> None:
+    url, app_handlers = served
+    page = open_app(browser, url)
+    temperature, tokens = page_settings(page)
+    question = "Which city is test 3?"
+    reply = last(app_handlers.chat(KEY, 2, question, [], False, True, temperature, tokens, 0))
+    expected = last(app_handlers.correct_last(KEY, 2, reply, True, temperature, tokens, 0))
+    slow_engine.hold_back()
+    page.get_by_role("tab", name="Chat").click()
+    page.get_by_label("Follow each reply with a self-correction").uncheck()
+    page.fill("#message textarea", question)
+    page.click("#send")
+    page.click("#correct-last")  # at once: the reply has not started yet
+    page.wait_for_function("document.querySelector('#chatbot').innerText.includes('Self-correction')",
+                           timeout=120_000)
+    page.wait_for_function("document.querySelectorAll('#chatbot [data-testid=bot]').length === 2", timeout=60_000)
+    # The model was asked for the reply to the new question, then for the correction of that very reply.
+    asked = slow_engine.asked
+    assert len(asked) == 2 and asked[0][-1]["content"].endswith(f"Question: {question}")
+    assert asked[1][:2] == [asked[0][0], {"role": "assistant", "content": expected[1]["content"]}]
+    users = page.evaluate("Array.from(document.querySelectorAll('#chatbot [data-testid=user]')).map(e => e.innerText)")
+    assert [text.strip() for text in users] == [question]
+    shown = page.inner_text("#chatbot")
+    assert expected[1]["content"] in shown and expected[2]["content"] in shown
+    assert page.input_value("#message textarea") == ""
+    assert page.inner_text("#chat-status") == "Last reply by iteration 2."
+
+
+@pytest.mark.slow
+def test_switching_iteration_while_generating_keeps_the_answer_under_the_iteration_that_wrote_it(
+    served: tuple[str, Handlers], browser: Any, slow_engine: SlowEngine
+) -> None:
+    url, app_handlers = served
+    page = open_app(browser, url)
+    temperature, tokens = page_settings(page)
+    by_iteration = {
+        question: {iteration: last(app_handlers.compare(KEY, iteration, question, "", temperature, tokens, 0))
+                   for iteration in (1, 2)}
+        for question in QUESTIONS
+    }
+    question = next(q for q, answers in by_iteration.items() if answers[1].initial != answers[2].initial)
+    expected = by_iteration[question]
+    slow_engine.hold_back()
+    page.evaluate(RECORD_COMPARE)
+    page.fill("#question textarea", question)
+    page.click("#ask")
+    page.wait_for_function("document.querySelector('#answer-label').innerText.includes('to:')", timeout=60_000)
+    page.click("#iteration input")
+    page.get_by_role("option", name="1 · iteration 1").click()
+    page.wait_for_function("document.querySelector('#run-info').innerText.includes('of iteration 1')",
+                           timeout=60_000)
+    page.wait_for_function("document.querySelector('#summary').innerText.includes('→')", timeout=120_000)
+    assert page.inner_text("#answer-label") == f"Answers of iteration 2 to: {question}"
+    assert page.input_value("#initial-answer textarea") == expected[2].initial
+    assert page.input_value("#correction textarea") == expected[2].correction
+    page.click("#ask")
+    page.wait_for_function(
+        "document.querySelector('#answer-label').innerText.startsWith('Answers of iteration 1') && "
+        "document.querySelector('#summary').innerText.includes('→')", timeout=120_000)
+    assert page.input_value("#initial-answer textarea") == expected[1].initial
+    labels = {f"iteration {number} to": answers.initial for number, answers in expected.items()}
+    assert_answers_under_their_own_labels(page.evaluate("window.seen"), labels)
+
+
+def overflow(page: Any) -> dict[str, Any]:
+    """How far the page and each table reach past their boxes (0 when everything fits)."""
+    return page.evaluate("""() => ({
+        page: document.documentElement.scrollWidth - window.innerWidth,
+        tables: Array.from(document.querySelectorAll('.stasc-table-wrap')).filter(e => e.offsetParent)
+            .map(e => e.scrollWidth - e.clientWidth),
+    })""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("width", "height"), [(1280, 900), (390, 844)])
+def test_metrics_and_data_tables_fit_a_desktop_window_and_a_phone(
+    served: tuple[str, Handlers], browser: Any, width: int, height: int
+) -> None:
+    url, _ = served
+    page = open_app(browser, url, width, height)
+    page.get_by_role("tab", name="Metrics").click()
+    page.wait_for_selector("#metrics-table table", timeout=60_000)
+    assert page.locator("#metrics-table tbody tr").count() == 3
+    for column in ("acc_t1", "acc_t2", "delta", "i→c", "c→i"):
+        assert page.locator(f"#metrics-table td[data-label='{column}']").first.is_visible()
+    assert overflow(page) == {"page": 0, "tables": [0]}, "the metrics table is cut off"
+    page.screenshot(path=str(artifacts_dir() / f"app-metrics-{width}.png"), full_page=True)
+    page.get_by_role("tab", name="Data").click()
+    page.wait_for_selector("#data-table table", timeout=60_000)
+    assert page.locator("#data-table tbody tr").count() == 4
+    assert page.locator("#data-table td[data-label='correction']").first.is_visible()
+    assert overflow(page) == {"page": 0, "tables": [0]}, "the evaluation table is cut off"
+    page.screenshot(path=str(artifacts_dir() / f"app-data-{width}.png"), full_page=True)
+    page.click("#iteration input")
+    page.get_by_role("option", name="0 · base model").click()
+    page.get_by_text("All sampled corrections, with the filter's decision").click()
+    page.wait_for_function("document.querySelector('#data-note').innerText.includes('no table of sampled')",
+                           timeout=60_000)
+    assert page.locator("#data-table table").count() == 0, "iteration 0 shows an empty corrections table"

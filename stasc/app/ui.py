@@ -261,6 +261,7 @@ def build_app(handlers: Handlers, *, examples: list[list[str]] | None = None) ->
         ]
         clear.click(lambda: ([], [], ""), None, [chatbot, kept_chat, chat_status], cancels=chat_events, queue=False,
                     **PRIVATE)
+        chatbot.clear(lambda: ([], ""), None, [kept_chat, chat_status], cancels=chat_events, queue=False, **PRIVATE)
     return demo
 
 

@@ -45,6 +45,7 @@ from stasc.core.rewards import binary_reward, score_output
 from stasc.data import QAExample, load_qa_splits, split_validation
 from stasc.distributed import current_processes
 from stasc.errors import StascError
+from stasc.log import progress
 from stasc.modeling.models import load_model, load_tokenizer, pick_dtype, resolve_model_path
 from stasc.modeling.policy import Policy
 from stasc.run.layout import iteration_dir
@@ -294,16 +295,19 @@ class StascRun:
         parts = destination.parent / f"{destination.stem}.parts"
         chunk = self.config.sampling_chunk_size
         frames = []
-        for number, start in enumerate(range(0, len(prompts), chunk)):
-            part = parts / f"chunk-{number:05d}.parquet"
-            if not self.processes.exists(part):
-                samples = self.sampler.sample(
-                    prompts[start : start + chunk], num_samples, adapter=adapter,
-                    seed=self._seed(iteration, step, number), desc=desc, temperature=temperature,
-                )
-                rows = [row for offset, texts in enumerate(samples) for row in make_rows(start + offset, texts)]
-                self.processes.main_writes(write_parquet, part, pd.DataFrame(rows))
-            frames.append(read_parquet(part))
+        with progress(desc, len(prompts) * num_samples, "answer") as bar:  # one bar for all chunks
+            for number, start in enumerate(range(0, len(prompts), chunk)):
+                part = parts / f"chunk-{number:05d}.parquet"
+                if self.processes.exists(part):
+                    bar.update(len(prompts[start : start + chunk]) * num_samples)
+                else:
+                    samples = self.sampler.sample(
+                        prompts[start : start + chunk], num_samples, adapter=adapter,
+                        seed=self._seed(iteration, step, number), desc=desc, temperature=temperature,
+                    )
+                    rows = [row for offset, texts in enumerate(samples) for row in make_rows(start + offset, texts)]
+                    self.processes.main_writes(write_parquet, part, pd.DataFrame(rows))
+                frames.append(read_parquet(part))
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def _remove_parts(self, destination: Path) -> None:
@@ -456,7 +460,9 @@ class StascRun:
             self.policy.reset_adapter()
         conversations = [list(messages) for messages in rows["messages"]]
         with gpu_handover(self.sampler), self.processes.trainable(self.policy) as trainee:
-            report = asdict(train_adapter(trainee, conversations, self.config, seed=self._seed(iteration, "train")))
+            report = asdict(train_adapter(
+                trainee, conversations, self.config, seed=self._seed(iteration, "train"), desc=f"iter {iteration} training"
+            ))
         report["started_from"] = (
             self._relative(previous_adapter)
             if self.config.finetuning == "evolving" and previous_adapter is not None

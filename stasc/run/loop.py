@@ -54,6 +54,7 @@ from stasc.run.memory import peak_rss_mb, reset_peak_rss
 from stasc.run.storage import atomic_directory, read_parquet, remove_leftovers, write_json, write_parquet
 from stasc.sampling.base import Sampler, gpu_handover
 from stasc.sampling.factory import make_sampler
+from stasc.sampling.threads import cpu_threads
 from stasc.sampling.vllm import check_backend
 from stasc.training.lora import train_adapter
 
@@ -67,9 +68,10 @@ ADAPTER = "adapter"
 TRAINING_REPORT = "training.json"
 EVALUATION = "evaluation.parquet"
 
-# Settings that may change between a run and its resumption without changing its results.
+# Settings that may change between a run and its resumption without changing what it computes (threads: only
+# how bfloat16 sums round).
 RESUMABLE_CHANGES = frozenset(
-    {"iterations", "output_dir", "log_level", "report_to", "model_cache_dir", "push_to_hub", "hub_private"}
+    {"iterations", "output_dir", "log_level", "report_to", "model_cache_dir", "push_to_hub", "hub_private", "threads"}
 )
 STEPS = ("initial", "corrections", "train", "eval_initial", "eval_corrections", "rationalizations", "filter")
 SEED_RANGE = 2**31
@@ -152,10 +154,14 @@ class StascRun:
     # ----------------------------------------------------------------- driving
 
     def run(self, on_iteration: Callable[[Path], None] | None = None) -> dict[str, Any]:
-        """Run (or resume) every iteration up to config.iterations; return the manifest.
+        """Run (or resume) every iteration up to config.iterations on --threads CPU threads; return the manifest.
 
         on_iteration(run_dir) is called after each iteration is recorded (e.g. a Hub push).
         """
+        with cpu_threads(self.config.threads):
+            return self._run(on_iteration)
+
+    def _run(self, on_iteration: Callable[[Path], None] | None) -> dict[str, Any]:
         self.on_iteration = on_iteration if self.processes.is_main else None
         self.processes.barrier()  # every process has read the run directory before the main one changes it
         if self.processes.is_main:

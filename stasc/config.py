@@ -113,10 +113,10 @@ class StascConfig:
         0.2, "Fraction of a single local --dataset file held out for evaluation (0 < f < 1)."
     )
     max_train_questions: int | None = _field(
-        64, "Use at most this many training questions (none = all)."
+        128, "Use at most this many training questions (none = all)."
     )
     max_test_questions: int | None = _field(
-        48, "Evaluate on at most this many held-out questions (none = all)."
+        100, "Evaluate on at most this many held-out questions (none = all)."
     )
     max_question_chars: int = _field(
         2000,
@@ -140,13 +140,13 @@ class StascConfig:
         VARIANTS,
     )
     initialization: str = _field(
-        "evolving",
+        "fixed",
         "Which model samples the initial answers: 'fixed' = the base model M0 (sampled once, "
         "reused), 'evolving' = the previous iteration's model M(n-1).",
         ["fixed", "evolving"],
     )
     filter: str = _field(
-        "non_decreasing",
+        "balanced",
         "Which corrections are kept for training: 'improving' = wrong initial answer, right "
         "correction; 'non_decreasing' = also right-stays-right; 'non_decreasing_authors' = the "
         "authors' code's non-decreasing filter, right-stays-right only; 'balanced' = every "
@@ -159,7 +159,7 @@ class StascConfig:
         "like improving).",
     )
     own_answer_fixes: bool = _field(
-        False,
+        True,
         "For a wrong initial answer that none of its corrections fixed, train on one of the model's own right "
         "answers to the same question (another initial answer or a correction) as its correction: a fix the "
         "model can already produce, where --rationalize may teach an answer it does not know.",
@@ -171,14 +171,14 @@ class StascConfig:
         "right, and train on it without the hint.",
     )
     finetuning: str = _field(
-        "fixed",
+        "evolving",
         "Where each iteration's LoRA training starts: 'fixed' = a fresh adapter on M0, "
         "'evolving' = continue from the previous iteration's adapter.",
         ["fixed", "evolving"],
     )
-    iterations: int = _field(2, "Number of STaSC iterations N (0 = only evaluate the base model).")
-    n_init: int = _field(2, "Initial answers sampled per training question (N_init).")
-    n_corr: int = _field(2, "Corrections sampled per initial answer (N_corr).")
+    iterations: int = _field(3, "Number of STaSC iterations N (0 = only evaluate the base model).")
+    n_init: int = _field(4, "Initial answers sampled per training question (N_init).")
+    n_corr: int = _field(1, "Corrections sampled per initial answer (N_corr).")
     reward: str = _field(
         "in_acc",
         "Binary reward: 'in_acc' = a reference answer occurs in the output, 'em' = exact match, "

@@ -29,7 +29,7 @@ from stasc.results.report import (  # noqa: E402
 
 
 def names_of(runs, prefix: str) -> dict[str, str]:
-    return {run.name: run.name.removeprefix(prefix) for run in runs}
+    return {run.name: run.name.removeprefix(prefix) + ("" if run.complete else " (stopped)") for run in runs}
 
 
 def main() -> int:
@@ -40,12 +40,12 @@ def main() -> int:
     parser.add_argument("--document", type=Path, default=Path("docs/results.md"))
     parser.add_argument("--figures", type=Path, default=Path("docs/figures"))
     args = parser.parse_args()
-    validation = load_runs(args.root, "validation-")
+    validation = load_runs(args.root, "validation-", stopped=True)
     test = load_runs(args.root, "test-")
     if args.best:
         if not validation:
             parser.error(f"no finished validation runs under {args.root}; run experiments/study.py validation first")
-        print(rank_runs(validation)[0].name.removeprefix("validation-"))
+        sys.stdout.write(rank_runs(validation)[0].name.removeprefix("validation-") + "\n")
         return 0
     if not validation and not test:
         parser.error(f"no finished runs under {args.root}; run experiments/study.py first")

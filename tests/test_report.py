@@ -95,8 +95,9 @@ def test_report_script_writes_tables_plots_and_picks_the_best(tiny_run: Path, tm
     root = tmp_path / "runs"
     shutil.copytree(tiny_run, root / "validation-balanced")
     shutil.copytree(tiny_run, root / "test-balanced")
-    unfinished = Path(shutil.copytree(tiny_run, root / "validation-other")) / "run.json"
-    unfinished.write_text(json.dumps({**json.loads(unfinished.read_text()), "status": "running"}))
+    for name in ("validation-other", "test-other"):
+        unfinished = Path(shutil.copytree(tiny_run, root / name)) / "run.json"
+        unfinished.write_text(json.dumps({**json.loads(unfinished.read_text()), "status": "running"}))
     document = tmp_path / "docs" / "results.md"
     document.parent.mkdir()
     document.write_text("# Results\n\nHand-written reading.\n")
@@ -106,7 +107,8 @@ def test_report_script_writes_tables_plots_and_picks_the_best(tiny_run: Path, tm
     text = document.read_text()
     assert "Hand-written reading." in text
     assert "| balanced | 2 |" in text and "(figures/validation.png)" in text and "(figures/test.png)" in text
-    assert "| other |" not in text, "an unfinished run is left out"
+    assert "| other (stopped) | 2 |" in text, "a validation run stopped early shows its finished iterations"
+    assert text.count("| other (stopped) | 0 |") == 1, "an unfinished test run is left out"
     assert (tmp_path / "docs" / "figures" / "validation.png").is_file()
     assert "acc_t2_low" in (tmp_path / "docs" / "results.csv").read_text()
     best = subprocess.run([*command[:3], "--best"], check=True, capture_output=True, text=True)

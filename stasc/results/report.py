@@ -108,11 +108,12 @@ def summarize_run(run_dir: Path, *, seed: int = 0) -> RunSummary:
     )
 
 
-def load_runs(root: Path, prefix: str = "") -> list[RunSummary]:
-    """Every finished run under root whose directory name starts with prefix, by name."""
+def load_runs(root: Path, prefix: str = "", *, stopped: bool = False) -> list[RunSummary]:
+    """Every finished run under root whose directory name starts with prefix, by name; with stopped, also the
+    runs stopped before their last iteration (their finished iterations)."""
     run_dirs = sorted(run_dir for run_dir in Path(root).glob(f"{prefix}*") if (run_dir / "run.json").is_file())
     summaries = [summarize_run(run_dir) for run_dir in run_dirs]
-    return [summary for summary in summaries if summary.complete]
+    return [summary for summary in summaries if summary.complete or (stopped and summary.iterations)]
 
 
 def rank_runs(runs: Sequence[RunSummary]) -> list[RunSummary]:

@@ -47,3 +47,17 @@ def append_result(title: str, rows: list[str]) -> None:
     block = [f"### {title} ({stamp})", "", f"- command: `{command}`", f"- machine: {machine()}", *rows, ""]
     with RESULTS.open("a", encoding="utf-8") as handle:
         handle.write("\n".join(block) + "\n")
+
+
+def question_prompts(tokenizer, questions: int) -> list[list[int]]:
+    """Token ids of the loop's initial-answer prompts for the first `questions` built-in training questions."""
+    from stasc.config import DEFAULT_INSTRUCTIONS
+    from stasc.core.prompts import initial_messages
+    from stasc.data import load_qa_splits
+
+    train, _ = load_qa_splits("builtin", max_train=questions)
+    return [
+        tokenizer.apply_chat_template(initial_messages(q.question, DEFAULT_INSTRUCTIONS), add_generation_prompt=True,
+                                      tokenize=True, return_dict=False)
+        for q in train
+    ]

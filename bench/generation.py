@@ -30,13 +30,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stasc.sampling.cpu_engine import decoding, packed_weights, shared_rows  # noqa: E402
-from bench.common import append_result, matmul_gflops  # noqa: E402
-from stasc.config import DEFAULT_INSTRUCTIONS, StascConfig  # noqa: E402
-from stasc.data import load_qa_splits  # noqa: E402
+from bench.common import append_result, matmul_gflops, question_prompts  # noqa: E402
+from stasc.config import StascConfig  # noqa: E402
 from stasc.sampling.cpu_engine.decoding import DecodeSettings, decode, stop_token_ids  # noqa: E402
 from stasc.run.loop import lora_config  # noqa: E402
 from stasc.modeling.models import load_model, load_tokenizer, pick_dtype, resolve_model_path  # noqa: E402
-from stasc.core.prompts import initial_messages  # noqa: E402
 
 
 UNBUFFERED = decoding.token_probabilities  # without a scratch buffer: fresh tensors at every step
@@ -195,12 +193,7 @@ def main() -> None:
     tokenizer = load_tokenizer(path)
     dtype = pick_dtype("auto")
     model = load_model(path, dtype=dtype)
-    train, _ = load_qa_splits("builtin", max_train=questions)
-    prompts = [
-        tokenizer.apply_chat_template(initial_messages(q.question, DEFAULT_INSTRUCTIONS), add_generation_prompt=True,
-                                      tokenize=True, return_dict=False)
-        for q in train
-    ]
+    prompts = question_prompts(tokenizer, questions)
     settings = DecodeSettings(args.max_new_tokens, 0.6, 0.9)
     batch_prompts = max(1, args.batch // args.samples)
     our_batch = args.our_batch or StascConfig().generation_batch_size

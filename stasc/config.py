@@ -304,6 +304,12 @@ class StascConfig:
         ["none", "tensorboard", "wandb", "mlflow", "trackio"],
     )
     log_level: str = _field("info", "Logging verbosity.", ["debug", "info", "warning", "error"])
+    threads: str = _field(
+        "auto",
+        "CPU threads torch computes with while sampling and training: a number, or 'auto' = OMP_NUM_THREADS "
+        "when set, else one fewer than the machine's cores (at least 1), so another busy process does not "
+        "stall every thread (bench/threads.py). bfloat16 results round differently with another count.",
+    )
 
     # Hub
     push_to_hub: str | None = _field(
@@ -383,6 +389,7 @@ class StascConfig:
                 f"--eval-samples {self.eval_samples} draws the same greedy answer {self.eval_samples} times: "
                 "set --eval-temperature above 0, or --eval-samples 1."
             )
+        check_threads(str(self.threads))
         if self.keep_ratio < 0:
             raise StascError(f"--keep-ratio must be at least 0, got {self.keep_ratio}.")
         if not 0 < self.validation_fraction < 1:
@@ -466,6 +473,13 @@ def check_repo_id(repo_id: str) -> str:
             "e.g. --push-to-hub my-user/smollm2-stasc."
         )
     return repo_id
+
+
+def check_threads(setting: str) -> str:
+    """Reject a --threads value other than 'auto' or a positive whole number."""
+    if setting != "auto" and not (setting.isdigit() and int(setting) >= 1):
+        raise StascError(f"--threads must be 'auto' or a whole number of at least 1, got {setting!r}.")
+    return setting
 
 
 def _flag(name: str) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from stasc.config import check_threads
 from stasc.errors import StascError
 from stasc.log import setup_logging
 
@@ -66,12 +67,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="Load every iteration of every offered run before serving (a ZeroGPU Space generates in a process "
         "forked for each request, where what it would load is lost).",
     )
+    parser.add_argument(
+        "--threads", default="auto", metavar="N",
+        help="CPU threads torch generates with: a number, or 'auto' (default) = OMP_NUM_THREADS when set, else one "
+        "fewer than the machine's cores, at least 1.",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
     if args.hub_repo is None:
         args.hub_repo = [spec for spec in os.environ.get("STASC_HUB_REPOS", "").replace(" ", ",").split(",") if spec]
     if args.concurrency < 1 or args.max_queue < 1:
         parser.error("--concurrency and --max-queue must be at least 1")
+    try:
+        check_threads(args.threads)
+    except StascError as error:
+        parser.error(str(error))
     return args
 
 
@@ -115,6 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`python app.py ...`: serve until interrupted; returns the process exit code."""
     args = parse_args(argv)
     setup_logging(args.log_level)
+    import torch
+
+    from stasc.sampling.threads import resolve_threads
+
+    torch.set_num_threads(resolve_threads(args.threads))  # the process only serves: nothing to put back
     try:
         demo, handlers = create_app(args)
     except StascError as error:

@@ -48,6 +48,7 @@ from stasc.core.tasks import task_accuracy, task_reward
 from stasc.data import QAExample, RowRules, load_qa_splits, split_validation
 from stasc.distributed import current_processes
 from stasc.errors import StascError
+from stasc.log import progress
 from stasc.modeling.models import load_model, load_tokenizer, pick_dtype, resolve_model_path
 from stasc.modeling.policy import Policy
 from stasc.run.layout import iteration_dir
@@ -64,6 +65,7 @@ from stasc.run.memory import limit_retained_memory, peak_rss_mb, release_freed_m
 from stasc.run.storage import atomic_directory, read_parquet, remove_leftovers, write_json, write_parquet
 from stasc.sampling.base import Sampler, gpu_handover
 from stasc.sampling.factory import make_sampler
+from stasc.sampling.threads import cpu_threads
 from stasc.sampling.vllm import check_backend
 from stasc.training.lora import check_sequence_room, train_adapter
 
@@ -77,10 +79,11 @@ ADAPTER = "adapter"
 TRAINING_REPORT = "training.json"
 EVALUATION = "evaluation.parquet"
 
-# Settings that may change between a run and its resumption without changing its results.
+# Settings that may change between a run and its resumption without changing what it computes (threads: only
+# how bfloat16 sums round).
 RESUMABLE_CHANGES = frozenset(
     {"iterations", "output_dir", "log_level", "report_to", "model_cache_dir", "push_to_hub", "hub_private",
-     "max_question_chars"}
+     "max_question_chars", "threads"}
 )
 SEED_RANGE = 2**31
 
@@ -173,10 +176,14 @@ class StascRun:
     # ----------------------------------------------------------------- driving
 
     def run(self, on_iteration: Callable[[Path], None] | None = None) -> dict[str, Any]:
-        """Run (or resume) every iteration up to config.iterations; return the manifest.
+        """Run (or resume) every iteration up to config.iterations on --threads CPU threads; return the manifest.
 
         on_iteration(run_dir) is called after each iteration is recorded (e.g. a Hub push).
         """
+        with cpu_threads(self.config.threads):
+            return self._run(on_iteration)
+
+    def _run(self, on_iteration: Callable[[Path], None] | None) -> dict[str, Any]:
         self.on_iteration = on_iteration if self.processes.is_main else None
         self.processes.barrier()  # every process has read the run directory before the main one changes it
         problem, manifest = self.processes.from_main(self._claim)
@@ -374,17 +381,20 @@ class StascRun:
         parts = destination.parent / f"{destination.stem}.parts"
         chunk = self.config.sampling_chunk_size
         frames = []
-        for number, start in enumerate(range(0, len(prompts), chunk)):
-            part = parts / f"chunk-{number:05d}.parquet"
-            if not self.processes.exists(part):
-                samples = self.sampler.sample(
-                    prompts[start : start + chunk], num_samples, adapter=adapter,
-                    seed=self._seed(iteration, step, number), desc=desc, temperature=temperature,
-                )
-                release_freed_memory()
-                rows = [row for offset, texts in enumerate(samples) for row in make_rows(start + offset, texts)]
-                self.processes.main_writes(write_parquet, part, pd.DataFrame(rows))
-            frames.append(read_parquet(part))
+        with progress(desc, len(prompts) * num_samples, "answer") as bar:  # one bar for all chunks
+            for number, start in enumerate(range(0, len(prompts), chunk)):
+                part = parts / f"chunk-{number:05d}.parquet"
+                if self.processes.exists(part):
+                    bar.update(len(prompts[start : start + chunk]) * num_samples)
+                else:
+                    samples = self.sampler.sample(
+                        prompts[start : start + chunk], num_samples, adapter=adapter,
+                        seed=self._seed(iteration, step, number), desc=desc, temperature=temperature,
+                    )
+                    release_freed_memory()
+                    rows = [row for offset, texts in enumerate(samples) for row in make_rows(start + offset, texts)]
+                    self.processes.main_writes(write_parquet, part, pd.DataFrame(rows))
+                frames.append(read_parquet(part))
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def _remove_parts(self, destination: Path) -> None:
@@ -566,7 +576,9 @@ class StascRun:
             self.policy.reset_adapter()
         conversations = [list(messages) for messages in rows["messages"]]
         with gpu_handover(self.sampler), self.processes.trainable(self.policy) as trainee:
-            report = asdict(train_adapter(trainee, conversations, self.config, seed=self._seed(iteration, "train")))
+            report = asdict(train_adapter(
+                trainee, conversations, self.config, seed=self._seed(iteration, "train"), desc=f"iter {iteration} training"
+            ))
         release_freed_memory()  # the Trainer, its optimizer and the batches' activations
         report["started_from"] = (
             self._relative(previous_adapter)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from stasc.core.prompts import Message
 from stasc.distributed import Processes
+from stasc.log import progress
 from stasc.sampling.base import Sampler, SharesGpuMemory
 
 
@@ -29,11 +30,13 @@ class ShardedSampler:
         groups = self.processes.count // self.group_size
         group = self.processes.index // self.group_size
         share = list(conversations[group::groups])
-        samples = self.inner.sample(
-            share, num_samples, adapter=adapter, seed=seed, desc=f"{desc} [{group + 1}/{groups}]",
-            temperature=temperature,
-        )
-        shares = dict(self.processes.gather([(group, samples)]))
+        with progress(desc, len(conversations) * num_samples, "answer") as bar:  # the backend's bar is this one
+            samples = self.inner.sample(
+                share, num_samples, adapter=adapter, seed=seed, desc=f"{desc} [{group + 1}/{groups}]",
+                temperature=temperature,
+            )
+            shares = dict(self.processes.gather([(group, samples)]))
+            bar.update((len(conversations) - len(share)) * num_samples)  # the other processes' answers
         results: list[list[str]] = [[] for _ in conversations]
         for index, answers in shares.items():
             results[index::groups] = answers

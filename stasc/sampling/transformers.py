@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from stasc.log import progress
 from stasc.sampling.cpu_engine.decoding import DecodeSettings, decode, stop_token_ids
 from stasc.modeling.policy import Policy
 from stasc.core.prompts import Message
@@ -56,6 +57,29 @@ class _Stopped(Exception):
     """The reader of a stream went away: ends the decode loop at its next step."""
 
 
+class EndedAnswers:
+    """Moves a progress bar by the answers of one decode call as they end, so the bar moves during the call
+    and not only when it returns."""
+
+    def __init__(self, bar: tqdm) -> None:
+        self.bar = bar
+        self.steps = 0
+        self.ended = 0
+
+    def on_step(self, outputs: list[list[int]]) -> None:
+        """decode's hook: every unfinished answer gains a token at each step, so one shorter than the number
+        of steps so far has ended."""
+        self.steps += 1
+        ended = sum(1 for tokens in outputs if len(tokens) < self.steps)
+        self.bar.update(ended - self.ended)
+        self.ended = ended
+
+    def finish(self, answers: int) -> None:
+        """The call returned: its remaining answers ended together (at the token limit, or all stopped)."""
+        self.bar.update(answers - self.ended)
+        self.ended = answers
+
+
 class TransformersSampler:
     """Generates with the policy's currently active model (M0 or base + adapter)."""
 
@@ -78,12 +102,15 @@ class TransformersSampler:
         per_batch = max(1, settings.batch_size // num_samples)
         results: list[list[str]] = [[] for _ in conversations]
         batches = [order[start : start + per_batch] for start in range(0, len(order), per_batch)]
-        with self.policy.generating() as model, tqdm(total=len(order), desc=desc, unit="prompt") as bar:
+        with self.policy.generating() as model, progress(desc, len(order) * num_samples, "answer") as bar:
             for batch_index, batch in enumerate(batches):
-                texts = self._generate_batch(model, [encoded[i] for i in batch], num_samples, seed + batch_index, settings)
+                ended = EndedAnswers(bar)
+                texts = self._generate_batch(
+                    model, [encoded[i] for i in batch], num_samples, seed + batch_index, settings, ended.on_step
+                )
+                ended.finish(len(texts))
                 for position, index in enumerate(batch):
                     results[index] = texts[position * num_samples : (position + 1) * num_samples]
-                bar.update(len(batch))
         return results
 
     def stream(

@@ -25,6 +25,7 @@ from transformers import PreTrainedTokenizerBase
 
 from stasc.config import StascConfig
 from stasc.errors import StascError
+from stasc.log import progress
 from stasc.modeling.models import pick_dtype
 from stasc.core.prompts import Message
 from stasc.modeling.tokenization import render_prompt
@@ -158,8 +159,9 @@ class VLLMSampler:
             )
             for position in range(len(conversations))
         ]
-        logger.info("%s: %d prompts x %d samples (vLLM)", desc, len(prompts), num_samples)
-        outputs = self.llm.generate(prompts, params, lora_request=self._lora_request(adapter), use_tqdm=True)
+        with progress(desc, len(prompts) * num_samples, "answer") as bar:  # the step's bar when the loop has one
+            outputs = self.llm.generate(prompts, params, lora_request=self._lora_request(adapter), use_tqdm=False)
+            bar.update(len(prompts) * num_samples)
         token_ids = [
             list(completion.token_ids)
             for output in outputs

@@ -16,12 +16,22 @@ from dataclasses import dataclass
 import torch
 from datasets import Dataset
 from peft.helpers import disable_input_dtype_casting
-from transformers import DataCollatorForSeq2Seq, DynamicCache, PreTrainedTokenizerBase, Trainer, TrainingArguments
+from tqdm.auto import tqdm
+from transformers import (
+    DataCollatorForSeq2Seq,
+    DynamicCache,
+    PreTrainedTokenizerBase,
+    PrinterCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 
 from stasc.config import StascConfig
 from stasc.sampling.cpu_engine.decoding import MIN_SHARED_PREFIX
 from stasc.distributed import current_processes
 from stasc.errors import StascError
+from stasc.log import progress
 from stasc.modeling.policy import Policy
 from stasc.core.prompts import Message, training_messages
 from stasc.modeling.tokenization import IGNORE_INDEX, tokenize_conversation
@@ -82,6 +92,33 @@ def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     same = (input_ids == input_ids[:1]).all(dim=0) & attention_mask.bool().all(dim=0)
     length = min(int(same.int().cumprod(dim=0).sum()), first_needed, input_ids.shape[1] - 1)
     return length if length >= MIN_SHARED_PREFIX else 0
+
+
+class TrainingProgress(TrainerCallback):
+    """One progress bar of optimizer steps with the latest loss beside it; Trainer's log records go to the
+    debug log instead of being printed."""
+
+    def __init__(self, desc: str) -> None:
+        self.desc = desc
+        self.open_bar = contextlib.ExitStack()
+        self.bar: tqdm | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs) -> None:  # noqa: ANN001 - Trainer's signature
+        if state.is_world_process_zero:
+            self.bar = self.open_bar.enter_context(progress(self.desc, state.max_steps, "step"))
+
+    def on_step_end(self, args, state, control, **kwargs) -> None:  # noqa: ANN001
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs) -> None:  # noqa: ANN001
+        logger.debug("Trainer: %s", logs)
+        if self.bar is not None and logs and "loss" in logs:
+            self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}")
+
+    def on_train_end(self, args, state, control, **kwargs) -> None:  # noqa: ANN001
+        self.open_bar.close()
+        self.bar = None
 
 
 class CorrectionTrainer(Trainer):
@@ -191,9 +228,11 @@ def training_mode(policy: Policy) -> Iterator[None]:
 
 
 def train_adapter(
-    policy: Policy, conversations: Sequence[Sequence[Message]], config: StascConfig, *, seed: int
+    policy: Policy, conversations: Sequence[Sequence[Message]], config: StascConfig, *, seed: int,
+    desc: str = "training",
 ) -> TrainingReport:
-    """Fine-tune the adapter now in the policy's slot on the given conversations, in place."""
+    """Fine-tune the adapter in the policy's slot on the given conversations, in place (desc names its
+    progress bar)."""
     dataset, skipped = build_training_dataset(policy, conversations, config.max_seq_length)
     if len(dataset) == 0:
         raise StascError(
@@ -233,12 +272,14 @@ def train_adapter(
             remove_unused_columns=False,
             dataloader_num_workers=0,
             dataloader_pin_memory=False,
-            disable_tqdm=False,
+            disable_tqdm=True,  # TrainingProgress draws the bar
         )
         with training_mode(policy), disable_input_dtype_casting(policy.model, active=bfloat16):
             trainer = CorrectionTrainer(
-                model=policy.model, args=arguments, train_dataset=dataset, data_collator=make_collator(policy)
+                model=policy.model, args=arguments, train_dataset=dataset, data_collator=make_collator(policy),
+                callbacks=[TrainingProgress(desc)],
             )
+            trainer.remove_callback(PrinterCallback)  # it prints every log record
             output = trainer.train()
     policy.mark_trained()
     supervised = sum(sum(1 for label in labels if label != IGNORE_INDEX) for labels in dataset["labels"])

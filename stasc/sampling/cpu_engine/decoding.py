@@ -80,7 +80,7 @@ def token_probabilities(logits: torch.Tensor, temperature: float, scratch: torch
     """softmax(logits / temperature) in float32, computed in `scratch` (2, rows, vocab) when given.
 
     For a batch of rows the float32 copies of the logits are tens of MB; allocating them fresh at
-    every step took longer than the softmax itself (README, Performance).
+    every step took longer than the softmax itself (docs/performance.md).
     """
     if scratch is None:
         return (logits.float() / temperature).softmax(-1)

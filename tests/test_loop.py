@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from stasc.config import PAPER_VARIANTS, StascConfig
 from stasc.errors import StascError
+from stasc.run import loop
 from stasc.run.loop import StascRun, check_resumable
 from stasc.run.manifest import read_manifest, write_manifest
 
@@ -335,6 +336,25 @@ def test_sampling_goes_chunk_by_chunk_to_disk_and_resumes_within_a_step(tmp_path
     corrections = pd.read_parquet(run_dir / manifest["iterations"][1]["corrections"])
     assert len(corrections) == 8 * 3 * 3 and corrections.groupby(["question_id", "initial_index"]).size().eq(3).all()
     assert not list(run_dir.rglob("*.parts")), "chunks are removed once their step's file is written"
+
+
+def test_freed_memory_goes_back_after_every_sampling_call_and_fine_tuning(
+    tmp_path, tiny_model_dir, city_questions, monkeypatch
+) -> None:
+    # without it glibc keeps what each call freed and the process grows call after call (stasc.run.memory)
+    config = make_config(tmp_path, tiny_model_dir, city_questions, iterations=1, sampling_chunk_size=5)
+    events: list[str] = []
+    monkeypatch.setattr("stasc.run.loop.release_freed_memory", lambda: events.append("release"))
+    train_adapter = loop.train_adapter
+    monkeypatch.setattr(
+        "stasc.run.loop.train_adapter", lambda *args, **kwargs: events.append("train") or train_adapter(*args, **kwargs)
+    )
+    run, recorder = start(config)
+    recorder.sample = lambda *args, sample=recorder.sample, **kwargs: events.append("sample") or sample(*args, **kwargs)
+    run.run()
+    assert events.count("sample") > 4 and events.count("train") == 1
+    assert all(after == "release" for before, after in zip(events, events[1:]) if before in ("sample", "train"))
+    assert events[-1] == "release"
 
 
 @pytest.mark.slow

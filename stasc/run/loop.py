@@ -61,7 +61,7 @@ from stasc.run.manifest import (
     run_file,
     write_manifest,
 )
-from stasc.run.memory import peak_rss_mb, reset_peak_rss
+from stasc.run.memory import limit_retained_memory, peak_rss_mb, release_freed_memory, reset_peak_rss
 from stasc.run.storage import atomic_directory, read_parquet, remove_leftovers, write_json, write_parquet
 from stasc.sampling.base import Sampler, gpu_handover
 from stasc.sampling.factory import make_sampler
@@ -106,6 +106,7 @@ class StascRun:
 
     def __init__(self, config: StascConfig) -> None:
         self.config = config
+        limit_retained_memory()  # before the model and the first tensors are allocated
         self.processes = current_processes()
         check_backend(config, self.processes.count)
         self.run_dir = Path(config.output_dir)
@@ -372,8 +373,9 @@ class StascRun:
         """num_samples samples of every prompt, turned into table rows by make_rows(prompt index, samples).
 
         Prompts are sampled --sampling-chunk-size at a time and each chunk's rows are written to
-        DESTINATION.parts/ before the next chunk starts, so the sampler's memory does not grow with the
-        number of prompts and a resumed step redoes at most one chunk. The parts are removed once the
+        DESTINATION.parts/ before the next chunk starts, and what the sampler freed goes back to the system,
+        so the sampler's memory does not grow with the number of prompts and a resumed step redoes at most one
+        chunk. The parts are removed once the
         caller has written the step's own file.
         """
         parts = destination.parent / f"{destination.stem}.parts"
@@ -389,6 +391,7 @@ class StascRun:
                         prompts[start : start + chunk], num_samples, adapter=adapter,
                         seed=self._seed(iteration, step, number), desc=desc, temperature=temperature,
                     )
+                    release_freed_memory()
                     rows = [row for offset, texts in enumerate(samples) for row in make_rows(start + offset, texts)]
                     self.processes.main_writes(write_parquet, part, pd.DataFrame(rows))
                 frames.append(read_parquet(part))
@@ -576,6 +579,7 @@ class StascRun:
             report = asdict(train_adapter(
                 trainee, conversations, self.config, seed=self._seed(iteration, "train"), desc=f"iter {iteration} training"
             ))
+        release_freed_memory()  # the Trainer, its optimizer and the batches' activations
         report["started_from"] = (
             self._relative(previous_adapter)
             if self.config.finetuning == "evolving" and previous_adapter is not None

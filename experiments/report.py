@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from stasc.config import SuggestingParser  # noqa: E402
 from stasc.results.report import (  # noqa: E402
     RunSummary,
     comparison_table,
@@ -62,7 +63,7 @@ def section(title: str, runs: list[RunSummary], figure: Path, document: Path) ->
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = SuggestingParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", type=Path, help="directory holding the runs (builtin-<VARIANT>, s_nq-<VARIANT>)")
     parser.add_argument("--best", type=int, help="only print the N best built-in variants, best first")
     parser.add_argument("--document", type=Path, default=Path("docs/results.md"))

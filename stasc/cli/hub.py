@@ -10,12 +10,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from stasc.config import SuggestingParser
 from stasc.errors import StascError
 from stasc.log import setup_logging
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stasc", description=__doc__,
+    parser = SuggestingParser(prog="python -m stasc", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     push = commands.add_parser("push", help="Push a local run's iterations to the Hugging Face Hub.")

@@ -12,7 +12,7 @@ names (initial_in_acc, correction_in_acc, incorrect_to_correct, correct_to_incor
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -74,3 +74,18 @@ def self_correction_metrics(
     metrics.update({old: metrics[new] for old, new in ALIASES.items()})
     return metrics, intervals
 
+
+
+def headline_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """acc_t1, acc_t2, delta, i_to_c and c_to_i of a manifest entry's metrics, those it has. Runs recorded
+    before these names carry only the older ones (initial_in_acc, ...): those are read instead, and delta
+    is derived from the two accuracies."""
+    older = {new: old for old, new in ALIASES.items()}
+    found = {}
+    for name in HEADLINE:
+        key = name if name in metrics else older.get(name)
+        if key in metrics:
+            found[name] = float(metrics[key])
+    if "delta" not in found and {"acc_t1", "acc_t2"} <= set(found):
+        found["delta"] = found["acc_t2"] - found["acc_t1"]
+    return {name: found[name] for name in HEADLINE if name in found}

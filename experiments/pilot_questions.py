@@ -27,8 +27,7 @@ from stasc.sampling.transformers import SamplingSettings, TransformersSampler
 
 
 def main() -> None:
-    parser = SuggestingParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     allow_abbrev=False)
+    parser = SuggestingParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("candidates", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--samples", type=int, default=8)

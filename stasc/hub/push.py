@@ -32,7 +32,7 @@ from stasc.config import check_repo_id
 from stasc.core.metrics import headline_metrics
 from stasc.errors import StascError
 from stasc.run.layout import iteration_folder
-from stasc.run.manifest import TRANSITIONS, read_manifest
+from stasc.run.manifest import TRANSITIONS, inside_run, read_manifest, run_file
 from stasc.run.storage import write_json
 
 logger = logging.getLogger(__name__)
@@ -287,7 +287,7 @@ def dataset_card(manifest: dict[str, Any], repo_id: str, upto: int, run_dir: Pat
         files = [
             {"split": iteration_folder(entry["iteration"]), "path": f"{iteration_folder(entry['iteration'])}/{Path(entry[key]).name}"}
             for entry in manifest["iterations"][: upto + 1]
-            if entry.get(key) and _row_count(run_dir / entry[key]) > 0
+            if entry.get(key) and _row_count(run_file(run_dir, entry[key])) > 0
         ]
         if files:
             configs.append({"config_name": SPLIT_NAMES[key], "data_files": files})
@@ -404,9 +404,12 @@ def push_run(
     for entry in manifest["iterations"]:
         iteration = entry["iteration"]
         folder = iteration_folder(iteration)
-        adapter_files = sorted((run_dir / entry["adapter"]).iterdir()) if entry.get("adapter") else []
+        adapter_files = (
+            sorted(inside_run(run_dir, path) for path in run_file(run_dir, entry["adapter"]).iterdir())
+            if entry.get("adapter") else []
+        )
         weights = [path for path in adapter_files if path.name != "README.md"]  # cards are written below
-        data_files = [run_dir / entry[key] for key in DATA_FILES if entry.get(key)]
+        data_files = [run_file(run_dir, entry[key]) for key in DATA_FILES if entry.get(key)]
         digests = {"model": _digest(adapter_files, entry), "dataset": _digest(data_files, entry)}
         if all(done[kind].get(str(iteration)) == digests[kind] for kind in digests):
             already.append(iteration)

@@ -16,7 +16,7 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from stasc.config import StascConfig, check_repo_id
 from stasc.errors import StascError
-from stasc.hub.push import evaluation_set, push_run
+from stasc.hub.push import eval_results, evaluation_set, push_run
 from stasc.run.manifest import read_manifest
 
 REPO = "stasc-test/tiny-run"
@@ -121,9 +121,20 @@ def test_model_cards_carry_the_results_of_their_adapter(run_dir: Path, tmp_path:
             low, high = entry["intervals"][metric]
             assert f"95% CI {low:.3f} to {high:.3f}" in result.metric_name
             assert result.task_type == "question-answering"
+            assert result.task_name == "Self-correction on open-domain QA"
             assert (result.dataset_type, result.dataset_split) == ("test.jsonl", "test")
             assert result.dataset_name == f"test.jsonl (test set, {manifest['data']['test_questions']} questions)"
     assert "iteration 2's, the adapter at the root" in operations(model2)["README.md"].decode()
+    assert results["acc_t1"].metric_name.startswith("acc_t1: in-accuracy of the initial answers (95% CI ")
+
+
+def test_the_results_of_a_math_run_name_its_task_and_accuracy() -> None:
+    manifest = {"config": StascConfig(task="math").to_dict(), "data": {"test_questions": 8}}
+    entry = {"metrics": {"acc_t1": 0.5, "acc_t2": 0.625, "delta": 0.125, "i_to_c": 0.25, "c_to_i": 0.125}}
+    results = {result.metric_type: result for result in eval_results(manifest, entry)}
+    assert {result.task_name for result in results.values()} == {"Self-correction on math problems"}
+    assert results["acc_t2"].metric_name == "acc_t2: math accuracy of the self-corrections"
+    assert results["delta"].metric_value == 0.125
 
 
 def test_a_run_recorded_with_the_older_metric_names_still_pushes_its_results(run_dir: Path, tmp_path: Path) -> None:

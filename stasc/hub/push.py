@@ -41,10 +41,15 @@ PUSH_STATE = "hub_push.json"
 BUNDLED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DATA_FILES = ("train_data", "corrections", "initial_answers", "evaluation")
 SPLIT_NAMES = {"train_data": "train", "corrections": "corrections", "initial_answers": "initial_answers", "evaluation": "evaluation"}
-# The model-index metrics: type -> the name the Hub shows.
+# The model-index task of each --task: (task name, what acc_t1 and acc_t2 measure).
+TASK_RESULTS = {
+    "qa": ("Self-correction on open-domain QA", "in-accuracy"),
+    "math": ("Self-correction on math problems", "math accuracy"),
+}
+# The model-index metrics: type -> the name the Hub shows ({accuracy}: the task's).
 RESULT_NAMES = {
-    "acc_t1": "acc_t1: in-accuracy of the initial answers",
-    "acc_t2": "acc_t2: in-accuracy of the self-corrections",
+    "acc_t1": "acc_t1: {accuracy} of the initial answers",
+    "acc_t2": "acc_t2: {accuracy} of the self-corrections",
     "delta": "delta: acc_t2 - acc_t1",
     "i_to_c": "i→c: share of answers the correction turned from wrong to right",
     "c_to_i": "c→i: share of answers the correction turned from right to wrong",
@@ -141,15 +146,18 @@ def eval_results(manifest: dict[str, Any], entry: dict[str, Any]) -> list[Any]:
     from huggingface_hub import EvalResult
 
     dataset = evaluation_set(manifest)
+    task_name, accuracy = TASK_RESULTS[manifest["config"].get("task", "qa")]
     intervals = entry.get("intervals") or {}
     results = []
     for name, value in headline_metrics(entry["metrics"]).items():
         interval = intervals.get(name)
-        label = RESULT_NAMES[name] + (f" (95% CI {interval[0]:.3f} to {interval[1]:.3f})" if interval else "")
+        label = RESULT_NAMES[name].format(accuracy=accuracy) + (
+            f" (95% CI {interval[0]:.3f} to {interval[1]:.3f})" if interval else ""
+        )
         results.append(
             EvalResult(
                 task_type="question-answering",
-                task_name="Self-correction on open-domain QA",
+                task_name=task_name,
                 dataset_type=dataset["type"],
                 dataset_name=dataset["name"],
                 dataset_config=dataset.get("config"),

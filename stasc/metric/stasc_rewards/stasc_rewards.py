@@ -20,7 +20,8 @@ _CITATION = """\
 
 _DESCRIPTION = """\
 The rewards that STaSC (Self-Taught Self-Correction) trains and evaluates with, for open-domain question
-answering. Text is normalised SQuAD-style (accents, case, punctuation and the articles a/an/the do not count).
+answering. Text is normalised SQuAD-style (compatibility forms, accents, zero-width characters, case,
+punctuation and the articles a/an/the do not count).
 in_acc is 1 when the tokens of any reference answer occur as a contiguous run in the prediction, em when the
 prediction equals a reference, f1 when the best token F1 with a reference reaches f1_threshold. Each score is
 the mean over the predictions of that 0/1 reward; token_f1 is the mean token F1 itself.

@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from stasc.config import SuggestingParser  # noqa: E402
 from stasc.results.report import load_runs, rank_runs  # noqa: E402
 
 EVALUATION = ["--iterations", "3", "--eval-samples", "4", "--max-test-questions", "none"]
@@ -74,8 +75,7 @@ def test_configurations(chosen: str) -> dict[str, list[str]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     allow_abbrev=False)
+    parser = SuggestingParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("split", choices=["validation", "test"])
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these configurations")
     parser.add_argument("--chosen", help="the configuration to evaluate on test (default: best on validation)")

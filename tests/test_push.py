@@ -319,5 +319,7 @@ def test_nothing_outside_the_run_directory_is_ever_uploaded(run_dir: Path, tmp_p
     (run_dir / "iteration_01" / "adapter" / "README.md").symlink_to(secret)
     with pytest.raises(StascError, match="is a link to .*secret.parquet, outside the run directory"):
         push_run(run_dir, REPO, api=api)
-    uploaded = [str(op.path_or_fileobj) for commit in api.create_commit.call_args_list for op in commit.args[1]]
-    assert uploaded and not any("iteration_01" in path or "secret" in path for path in uploaded)
+    uploaded = [op.path_or_fileobj for commit in api.create_commit.call_args_list for op in commit.args[1]]
+    files = [str(path) for path in uploaded if not isinstance(path, bytes)]  # the rest: cards and run.json, written
+    assert files and not any("iteration_01" in path or "secret" in path for path in files)
+    assert not any(b"a file outside the run" in content for content in uploaded if isinstance(content, bytes))

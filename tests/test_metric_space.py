@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -129,13 +130,13 @@ def test_the_space_app_serves_the_widget(tmp_path: Path) -> None:
                                    stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, process, log)
+        table = tmp_path / "table.json"  # gradio_client 0.6 sends a Dataframe as a JSON file
+        table.write_text(json.dumps({"headers": ["predictions", "references"],
+                                     "data": [['"It is Paris"', '["Paris"]'], ['"14"', '["4"]']]}))
         client = (
-            "import json, sys\n"
             "from gradio_client import Client\n"
             f"client = Client('http://127.0.0.1:{port}/', verbose=False)\n"
-            "table = {'headers': ['predictions', 'references'], 'data': [['\"It is Paris\"', '[\"Paris\"]'],"
-            " ['\"14\"', '[\"4\"]']]}\n"
-            "print(client.predict(table, api_name='/predict'))\n"
+            f"print(client.predict({str(table)!r}, api_name='/predict'))\n"
         )
         answer = subprocess.run([SPACE_PYTHON, "-c", client], env=env, capture_output=True, text=True, timeout=120)
         assert answer.returncode == 0, answer.stderr[-3000:] + log.read_text()[-3000:]

@@ -24,6 +24,7 @@ from transformers.models.llama.modeling_llama import eager_attention_forward
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import append_result  # noqa: E402
+from stasc.config import SuggestingParser  # noqa: E402
 from stasc.modeling.models import resolve_model_path  # noqa: E402
 from stasc.training.lora import EAGER_ATTENTION_MAX_TOKENS  # noqa: E402
 
@@ -58,7 +59,7 @@ def milliseconds(function, layer, length: int, heads: int, key_value_heads: int,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = SuggestingParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--no-write", action="store_true", help="do not append to bench/results.md")
     args = parser.parse_args()

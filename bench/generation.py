@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stasc.sampling.cpu_engine import decoding, packed_weights, shared_rows  # noqa: E402
 from bench.common import append_result, matmul_gflops, question_prompts  # noqa: E402
-from stasc.config import StascConfig  # noqa: E402
+from stasc.config import StascConfig, SuggestingParser  # noqa: E402
 from stasc.sampling.cpu_engine.decoding import DecodeSettings, decode, stop_token_ids  # noqa: E402
 from stasc.run.loop import lora_config  # noqa: E402
 from stasc.modeling.models import load_model, load_tokenizer, pick_dtype, resolve_model_path  # noqa: E402
@@ -171,7 +171,7 @@ def timed(function, *args):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = SuggestingParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="16 questions x 4 samples; no per-question baseline, ablations or per-prompt generate check")
     parser.add_argument("--questions", type=int, default=64)

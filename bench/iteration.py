@@ -35,7 +35,7 @@ from bench.common import append_result  # noqa: E402
 from bench.generation import plain_generate  # noqa: E402
 from bench.training import plain_trainer  # noqa: E402
 import stasc.run.loop  # noqa: E402
-from stasc.config import StascConfig  # noqa: E402
+from stasc.config import StascConfig, SuggestingParser  # noqa: E402
 from stasc.sampling.cpu_engine.decoding import DecodeSettings  # noqa: E402
 from stasc.run.loop import StascRun  # noqa: E402
 from stasc.modeling.policy import Policy  # noqa: E402
@@ -191,7 +191,7 @@ def scaling(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = SuggestingParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="8 training questions")
     parser.add_argument("--scaling", action="store_true", help="stasc alone at three sizes of each axis")
     parser.add_argument("--questions", type=int, default=32)

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import stasc.training.lora  # noqa: E402
 from bench.common import append_result  # noqa: E402
-from stasc.config import DEFAULT_CORRECTION_INSTRUCTIONS, DEFAULT_INSTRUCTIONS, StascConfig  # noqa: E402
+from stasc.config import DEFAULT_CORRECTION_INSTRUCTIONS, DEFAULT_INSTRUCTIONS, StascConfig, SuggestingParser  # noqa: E402
 from stasc.data import load_qa_splits  # noqa: E402
 from stasc.run.loop import lora_config  # noqa: E402
 from stasc.modeling.models import load_model, load_tokenizer, pick_dtype, resolve_model_path  # noqa: E402
@@ -139,7 +139,7 @@ def float32_losses(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = SuggestingParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--examples", type=int, default=256)
     parser.add_argument("--no-write", action="store_true")

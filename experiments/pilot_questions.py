@@ -17,7 +17,7 @@ import json
 import logging
 from pathlib import Path
 
-from stasc.config import DEFAULT_INSTRUCTIONS, StascConfig
+from stasc.config import DEFAULT_INSTRUCTIONS, StascConfig, SuggestingParser
 from stasc.core.prompts import initial_messages
 from stasc.core.rewards import score_output
 from stasc.modeling.models import load_model, load_tokenizer, pick_dtype, resolve_model_path
@@ -27,8 +27,7 @@ from stasc.sampling.transformers import SamplingSettings, TransformersSampler
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     allow_abbrev=False)
+    parser = SuggestingParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("candidates", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--samples", type=int, default=8)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from stasc.config import SuggestingParser  # noqa: E402
 from stasc.results.report import (  # noqa: E402
     comparison_table,
     cost_table,
@@ -33,8 +34,7 @@ def names_of(runs, prefix: str) -> dict[str, str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     allow_abbrev=False)
+    parser = SuggestingParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", type=Path, help="directory holding the study's runs (runs/study)")
     parser.add_argument("--best", action="store_true", help="only print the best configuration on validation")
     parser.add_argument("--document", type=Path, default=Path("docs/results.md"))

@@ -25,6 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("study")
 
+sys.path.insert(0, str(ROOT))
+
+from stasc.config import SuggestingParser  # noqa: E402
+
 VALIDATION = ["--evaluate-on", "validation", "--eval-samples", "2", "--max-test-questions", "none"]
 BUDGET = ["--max-train-questions", "256", "--n-init", "4", "--n-corr", "2"]  # the study's common budget
 DEFAULT_BUDGET = ["--max-train-questions", "128", "--n-init", "4", "--n-corr", "1"]  # what fits a default run
@@ -66,8 +70,7 @@ def run(arguments: list[str], threads: str | None) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     allow_abbrev=False)
+    parser = SuggestingParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("split", choices=["validation", "test"])
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these configurations")
     parser.add_argument("--workers", type=int, default=1, help="runs side by side, each on one thread")

@@ -1,4 +1,4 @@
-"""`python -m stasc push|iterations ...`: runs the command line in stasc.cli.hub."""
+"""`python -m stasc push|iterations|push-metric ...`: runs the command line in stasc.cli.hub."""
 
 import sys
 

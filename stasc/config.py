@@ -530,21 +530,63 @@ def _parse_optional(kind: type) -> Any:
     return parse
 
 
-class _SuggestingParser(argparse.ArgumentParser):
-    """argparse that names the closest known flag when one is mistyped."""
+class SuggestingParser(argparse.ArgumentParser):
+    """argparse that takes flags only whole (`--iteration` is not `--iterations`) and names the closest
+    known flag when one is mistyped. Subcommand parsers are built from the same class, so they do both."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        namespace, extras = super().parse_known_args(args, namespace)
+        self._chosen_subcommands = [
+            action.choices[getattr(namespace, action.dest)]
+            for action in self._actions
+            if isinstance(action, argparse._SubParsersAction) and getattr(namespace, action.dest, None) in action.choices
+        ]
+        return namespace, extras
+
+    def _known_flags(self) -> list[str]:
+        """The flags of this parser and of the subcommand given, the ones a mistyped flag was meant as."""
+        parsers = [self, *getattr(self, "_chosen_subcommands", [])]
+        return [option for parser in parsers for action in parser._actions for option in action.option_strings]
 
     def error(self, message: str) -> NoReturn:  # type: ignore[override]
         if message.startswith("unrecognized arguments:"):
-            flags = [option for action in self._actions for option in action.option_strings]
-            unknown = [word for word in message.split(":", 1)[1].split() if word.startswith("--")]
-            hints = "".join(closest_hint(word.split("=", 1)[0], flags) for word in unknown)
+            flags = self._known_flags()
+            unknown = [word.split("=", 1)[0] for word in message.split(":", 1)[1].split() if word.startswith("--")]
+            hints = "".join(closest_hint(word, flags) for word in unknown if word not in flags)
             message += f".{hints}" if hints else ""
         super().error(message)
 
 
+_STATES_ITS_DEFAULT = re.compile(r"\bdefault:", re.IGNORECASE)
+
+
+def _default_note(spec: dataclasses.Field[Any], defaults: StascConfig) -> str:
+    """' (default: X)' for a flag's help, or '' when the help text already says what the default is."""
+    if spec.name == "variant":
+        return f" (default: {defaults.variant_name}, from --initialization/--filter/--finetuning)"
+    if _STATES_ITS_DEFAULT.search(spec.metadata["help"]):
+        return ""
+    value = getattr(defaults, spec.name)
+    if value is None:
+        shown = "none"
+    elif isinstance(value, list):
+        shown = " ".join(value)
+    else:
+        shown = str(value)
+        if len(shown) > 40:
+            shown = shown[:37] + "..."
+    return f" (default: {shown})"
+
+
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     """An argparse parser with one flag per config field; unset flags stay absent."""
-    parser = _SuggestingParser(
+    parser = SuggestingParser(
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
@@ -556,12 +598,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     for spec in dataclasses.fields(StascConfig):
         kind, optional = _base_type(spec)
         flag = _flag(spec.name)
-        shown_default = getattr(defaults, spec.name)
-        if isinstance(shown_default, str) and len(shown_default) > 40:
-            shown_default = shown_default[:37] + "..."
         common: dict[str, Any] = {
             "dest": spec.name,
-            "help": spec.metadata["help"].replace("%", "%%") + f" (default: {shown_default})".replace("%", "%%"),
+            "help": (spec.metadata["help"] + _default_note(spec, defaults)).replace("%", "%%"),
         }
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)

@@ -27,12 +27,13 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"errors"},
     "data": {"errors"},
     "core": {"errors", "config"},  # the algorithm: pure, see test_core_does_no_io
+    "metric": {"core"},  # the rewards as an `evaluate` module (also run on its own in a metric Space)
     "modeling": BASE | {"core"},
     "distributed": BASE | {"core", "modeling"},
     "sampling": BASE | {"core", "modeling", "distributed"},
     "training": BASE | {"core", "modeling", "distributed", "sampling"},  # the sampler's shared-prefix threshold
     "run": BASE | {"core", "modeling", "distributed", "sampling", "training"},
-    "hub": BASE | {"core", "modeling", "run"},
+    "hub": BASE | {"core", "modeling", "run", "metric"},
     "results": BASE | {"core", "run"},
     "app": BASE | {"core", "modeling", "sampling", "run", "hub", "results"},
     "cli": BASE | {"core", "modeling", "distributed", "sampling", "training", "run", "hub", "results", "app"},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -11,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from stasc.cli.app import parse_args as app_parse_args
+from stasc.cli.hub import main as hub_main
+from stasc.cli.space import main as space_main
 from stasc.cli.train import train_main
 
 from testing_utils import assert_documented, documented_messages
@@ -142,6 +146,52 @@ def test_mistyped_flag_names_the_right_one(capsys) -> None:
         train_main(["--iteratons", "3"])
     assert exit_info.value.code == 2
     assert "unrecognized arguments: --iteratons 3. Did you mean '--iterations'?" in capsys.readouterr().err
+
+
+# (command line, flags with one flag cut short, what is refused, the flag it would have been taken for)
+ABBREVIATED = {
+    # a missing model stops train.py early should the flag ever be taken as --iterations
+    "python train.py": (train_main, ["--model", "/nonexistent", "--iteration", "3"], "--iteration 3", "--iterations"),
+    "python -m stasc push": (hub_main, ["push", "runs/x", "--repo", "me/run", "--priv"], "--priv", "--private"),
+    "python -m stasc iterations": (hub_main, ["iterations", "me/run", "--rev", "v1"], "--rev v1", "--revision"),
+    "python -m stasc.space": (
+        space_main, ["assemble", "--run", "me/run", "--out", "x", "--rev", "v1"], "--rev v1", "--revision"
+    ),
+    "python app.py": (app_parse_args, ["--runs", "runs"], "--runs runs", "--runs-dir"),
+}
+
+
+@pytest.mark.parametrize(("main", "argv", "refused", "flag"), ABBREVIATED.values(), ids=ABBREVIATED.keys())
+def test_a_flag_cut_short_is_an_error_naming_the_whole_flag(main, argv, refused, flag, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert f"unrecognized arguments: {refused}. Did you mean '{flag}'?" in capsys.readouterr().err
+
+
+def test_iteration_is_not_iterations_when_run_as_a_script(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--model", "/nonexistent", "--iteration", "3",
+         "--output-dir", str(tmp_path / "run")],
+        cwd=tmp_path, capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert "unrecognized arguments: --iteration 3. Did you mean '--iterations'?" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_command_line_in_the_project_uses_the_whole_flag_parser() -> None:
+    """bench/ and experiments/ too: no plain argparse.ArgumentParser, whose prefix matching is on by default."""
+    scripts = [path for folder in ("stasc", "bench", "experiments", "spaces") for path in (ROOT / folder).rglob("*.py")]
+    plain = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path in [*scripts, ROOT / "train.py", ROOT / "app.py"]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "attr", getattr(node.func, "id", None)) == "ArgumentParser"
+    ]
+    assert plain == [], "use stasc.config.SuggestingParser"
+    assert len(scripts) > 50
 
 
 def test_changed_settings_leave_the_existing_run_untouched(tiny_run, tmp_path, capsys) -> None:

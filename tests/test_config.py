@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,36 @@ def test_help_documents_every_required_flag() -> None:
     text = build_parser().format_help()
     for flag in REQUIRED_FLAGS:
         assert flag in text, flag
+
+
+def test_help_states_each_default_once() -> None:
+    """Every setting's help says its default exactly once (a help text that describes its own default gets
+    no second "(default: None)"), and None is shown as the 'none' a user would type."""
+    helps = {action.dest: action.help for action in build_parser()._actions}
+    for spec in dataclasses.fields(StascConfig):
+        assert len(re.findall(r"default:", helps[spec.name], re.IGNORECASE)) == 1, (spec.name, helps[spec.name])
+    assert "(default: None)" not in build_parser().format_help()
+    assert helps["dataset_config"].endswith("(default: none)")
+    assert helps["model_cache_dir"].count("$STASC_CACHE") == 1
+    assert helps["lora_target_modules"].endswith("(default: all-linear)")
+
+
+def test_help_shows_the_variant_the_default_switches_make() -> None:
+    defaults = StascConfig()
+    variant_help = next(action.help for action in build_parser()._actions if action.dest == "variant")
+    assert variant_help.endswith(
+        f"(default: {defaults.variant_name}, from --initialization/--filter/--finetuning)"
+    )
+    assert defaults.variant_name == "ENF"
+
+
+@pytest.mark.parametrize("argv", [["--iteration", "3"], ["--iter", "3"], ["--n-ini", "4"], ["--varian", "EIE"]])
+def test_flags_are_never_taken_by_a_prefix(argv: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        config_from_args(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"unrecognized arguments: {' '.join(argv)}. Did you mean '--" in err
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 from unittest.mock import call, create_autospec
 
 import httpx
 import pytest
-from huggingface_hub import DatasetCard, HfApi, ModelCard
+from huggingface_hub import DatasetCard, HfApi, ModelCard, metadata_load
 from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.repocard_data import model_index_to_eval_results
 
-from stasc.config import check_repo_id
+from stasc.config import StascConfig, check_repo_id
 from stasc.errors import StascError
-from stasc.hub.push import push_run
+from stasc.hub.push import eval_results, evaluation_set, push_run
 from stasc.run.manifest import read_manifest
 
 REPO = "stasc-test/tiny-run"
@@ -82,6 +84,128 @@ def test_push_commits_each_iteration_to_a_model_and_a_dataset_repo(run_dir: Path
     assert set(configs) == {"train", "corrections", "initial_answers", "evaluation"}
     assert [f["split"] for f in configs["evaluation"]["data_files"]] == ["iteration_00", "iteration_01", "iteration_02"]
     assert {"split": "iteration_02", "path": "iteration_02/train.parquet"} in configs["train"]["data_files"]
+
+
+HEADLINE = ("acc_t1", "acc_t2", "delta", "i_to_c", "c_to_i")
+
+
+def results_by_type(card_text: str, tmp_path: Path) -> tuple[str, dict[str, object]]:
+    """The model-index of a card as huggingface_hub reads it from a README on disk: (name, {metric type: result})."""
+    readme = tmp_path / "README.md"
+    readme.write_text(card_text, encoding="utf-8")
+    name, results = model_index_to_eval_results(metadata_load(readme)["model-index"])
+    parsed = ModelCard.load(readme).data
+    assert parsed.model_name == name and parsed.eval_results == results  # ModelCard parses it the same way
+    return name, {result.metric_type: result for result in results}
+
+
+def test_model_cards_carry_the_results_of_their_adapter(run_dir: Path, tmp_path: Path) -> None:
+    api = fake_api()
+    push_run(run_dir, REPO, api=api)
+    manifest = read_manifest(run_dir)
+    model0, _, model1, _, model2, _ = api.create_commit.call_args_list
+    assert "model-index" not in ModelCard(operations(model0)["README.md"].decode()).data.to_dict()  # no adapter yet
+    cards = {
+        "root after iteration 1": (operations(model1)["README.md"], 1),
+        "root after iteration 2": (operations(model2)["README.md"], 2),
+        "iteration_01/": (operations(model1)["iteration_01/README.md"], 1),
+        "iteration_02/": (operations(model2)["iteration_02/README.md"], 2),
+    }
+    for where, (card, iteration) in cards.items():
+        entry = manifest["iterations"][iteration]
+        name, results = results_by_type(card.decode(), tmp_path)
+        assert name == "tiny-run", where
+        assert list(results) == list(HEADLINE), where
+        for metric, result in results.items():
+            assert result.metric_value == pytest.approx(entry["metrics"][metric], abs=1e-4), (where, metric)
+            low, high = entry["intervals"][metric]
+            assert f"95% CI {low:.3f} to {high:.3f}" in result.metric_name
+            assert result.task_type == "question-answering"
+            assert result.task_name == "Self-correction on open-domain QA"
+            assert (result.dataset_type, result.dataset_split) == ("test.jsonl", "test")
+            assert result.dataset_name == f"test.jsonl (test set, {manifest['data']['test_questions']} questions)"
+    assert "iteration 2's, the adapter at the root" in operations(model2)["README.md"].decode()
+    assert results["acc_t1"].metric_name.startswith("acc_t1: in-accuracy of the initial answers (95% CI ")
+
+
+def test_the_results_of_a_math_run_name_its_task_and_accuracy() -> None:
+    manifest = {"config": StascConfig(task="math").to_dict(), "data": {"test_questions": 8}}
+    entry = {"metrics": {"acc_t1": 0.5, "acc_t2": 0.625, "delta": 0.125, "i_to_c": 0.25, "c_to_i": 0.125}}
+    results = {result.metric_type: result for result in eval_results(manifest, entry)}
+    assert {result.task_name for result in results.values()} == {"Self-correction on math problems"}
+    assert results["acc_t2"].metric_name == "acc_t2: math accuracy of the self-corrections"
+    assert results["delta"].metric_value == 0.125
+
+
+def test_a_run_recorded_with_the_older_metric_names_still_pushes_its_results(run_dir: Path, tmp_path: Path) -> None:
+    manifest = json.loads((run_dir / "run.json").read_text())
+    for entry in manifest["iterations"]:
+        for name in HEADLINE + ("c_to_c", "i_to_i"):
+            del entry["metrics"][name]
+        del entry["intervals"]
+    (run_dir / "run.json").write_text(json.dumps(manifest))
+    api = fake_api()
+    assert push_run(run_dir, REPO, api=api).pushed == [0, 1, 2]
+    metrics = manifest["iterations"][2]["metrics"]
+    _, results = results_by_type(operations(api.create_commit.call_args_list[4])["README.md"].decode(), tmp_path)
+    assert {name: result.metric_value for name, result in results.items()} == pytest.approx({
+        "acc_t1": metrics["initial_in_acc"], "acc_t2": metrics["correction_in_acc"],
+        "delta": metrics["correction_in_acc"] - metrics["initial_in_acc"],
+        "i_to_c": metrics["incorrect_to_correct"], "c_to_i": metrics["correct_to_incorrect"],
+    }, abs=1e-4)
+    assert not any("CI" in result.metric_name for result in results.values())
+
+
+def test_the_dataset_card_says_what_the_filter_kept(run_dir: Path) -> None:
+    api = fake_api()
+    push_run(run_dir, REPO, api=api)
+    manifest = read_manifest(run_dir)
+    card = DatasetCard(operations(api.create_commit.call_args_list[5])["README.md"].decode()).text
+    assert "The `improving` filter keeps the pairs whose initial answer was wrong and whose correction is right" in card
+    for entry in manifest["iterations"][1:]:
+        kept = entry["train"]["kept_transitions"]
+        row = (f"| {entry['iteration']} | {entry['train']['pairs']} | {entry['kept_examples']} | "
+               f"{kept['incorrect_to_correct']} | {kept['correct_to_correct']} |")
+        assert row + "\n" in card + "\n", row
+    assert "rationalization" not in card
+
+
+def test_the_dataset_card_counts_rationalizations_when_the_run_used_them(run_dir: Path) -> None:
+    manifest = json.loads((run_dir / "run.json").read_text())
+    manifest["config"].update(rationalize=True, filter="balanced", keep_ratio=0.5)
+    for entry, rationalized in zip(manifest["iterations"][1:], (3, 0), strict=True):
+        entry["train"]["rationalized"] = rationalized
+    (run_dir / "run.json").write_text(json.dumps(manifest))
+    api = fake_api()
+    push_run(run_dir, REPO, api=api)
+    card = DatasetCard(operations(api.create_commit.call_args_list[5])["README.md"].decode()).text
+    assert "at most 0.5 right-stays-right pairs per wrong-to-right pair" in card
+    assert "| iteration | pairs | kept examples | wrong → right | right → right | of the wrong → right, rationalizations |" in card
+    first = manifest["iterations"][1]
+    assert (f"| 1 | {first['train']['pairs']} | {first['kept_examples']} | "
+            f"{first['train']['kept_transitions']['incorrect_to_correct']} | "
+            f"{first['train']['kept_transitions']['correct_to_correct']} | 3 |") in card
+
+
+@pytest.mark.parametrize(
+    ("settings", "data", "expected"),
+    [
+        ({}, {"test_questions": 120}, {"type": "easy_qa", "split": "test",
+                                       "name": "easy_qa (stasc's built-in easy QA set, test split, 120 questions)"}),
+        ({"dataset": "trivia_qa", "dataset_config": "rc.nocontext"}, {},
+         {"type": "trivia_qa", "split": "validation", "config": "rc.nocontext", "name": "trivia_qa (validation split)"}),
+        ({"dataset": "../data/nq/train.jsonl", "test_fraction": 0.25}, {"test_questions": 9},
+         {"type": "train.jsonl", "split": "test", "name": "train.jsonl (a 0.25 share of the file held out, 9 questions)"}),
+        ({"dataset": "nq_open", "test_dataset": "/data/s_nq.test.jsonl"}, {},
+         {"type": "s_nq.test.jsonl", "split": "test", "name": "s_nq.test.jsonl (test set)"}),
+        ({"evaluate_on": "validation"}, {"test_questions": 16},
+         {"type": "easy_qa", "split": "validation",
+          "name": "easy_qa (validation questions held out of the training questions, 16 questions)"}),
+    ],
+)
+def test_the_results_name_the_questions_they_were_measured_on(settings, data, expected) -> None:
+    manifest = {"config": StascConfig(**settings).to_dict(), "data": data}
+    assert evaluation_set(manifest) == expected
 
 
 def test_pushing_twice_changes_nothing(run_dir: Path) -> None:
@@ -195,5 +319,7 @@ def test_nothing_outside_the_run_directory_is_ever_uploaded(run_dir: Path, tmp_p
     (run_dir / "iteration_01" / "adapter" / "README.md").symlink_to(secret)
     with pytest.raises(StascError, match="is a link to .*secret.parquet, outside the run directory"):
         push_run(run_dir, REPO, api=api)
-    uploaded = [str(op.path_or_fileobj) for commit in api.create_commit.call_args_list for op in commit.args[1]]
-    assert uploaded and not any("iteration_01" in path or "secret" in path for path in uploaded)
+    uploaded = [op.path_or_fileobj for commit in api.create_commit.call_args_list for op in commit.args[1]]
+    files = [str(path) for path in uploaded if not isinstance(path, bytes)]  # the rest: cards and run.json, written
+    assert files and not any("iteration_01" in path or "secret" in path for path in files)
+    assert not any(b"a file outside the run" in content for content in uploaded if isinstance(content, bytes))

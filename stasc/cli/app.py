@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stasc.config import check_threads
+from stasc.config import SuggestingParser, check_threads
 from stasc.errors import StascError
 from stasc.log import setup_logging
 
@@ -35,7 +35,7 @@ Visitors choose among these runs only: nothing they type is read as a path or a 
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = SuggestingParser(
         prog="python app.py", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from stasc.config import SuggestingParser
 from stasc.errors import StascError
 from stasc.hub import space as hub_space
 from stasc.hub.space import ZERO_GPU, assemble, deploy, fetch_manifest, hardware_choices, plan
@@ -14,7 +15,7 @@ from stasc.log import setup_logging
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = SuggestingParser(
         prog="python -m stasc.space", description=hub_space.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

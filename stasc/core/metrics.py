@@ -12,7 +12,7 @@ names (initial_in_acc, correction_in_acc, incorrect_to_correct, correct_to_incor
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -75,6 +75,21 @@ def self_correction_metrics(
     return metrics, intervals
 
 
+def headline_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """acc_t1, acc_t2, delta, i_to_c and c_to_i of a manifest entry's metrics, those it has. Runs recorded
+    before these names carry only the older ones (initial_in_acc, ...): those are read instead, and delta
+    is derived from the two accuracies."""
+    older = {new: old for old, new in ALIASES.items()}
+    found = {}
+    for name in HEADLINE:
+        key = name if name in metrics else older.get(name)
+        if key in metrics:
+            found[name] = float(metrics[key])
+    if "delta" not in found and {"acc_t1", "acc_t2"} <= set(found):
+        found["delta"] = found["acc_t2"] - found["acc_t1"]
+    return {name: found[name] for name in HEADLINE if name in found}
+
+
 def round_metrics(
     question_ids: Sequence[Hashable], turns: Sequence[Sequence[int]], *, resamples: int = 10_000, seed: int = 0
 ) -> tuple[dict[str, float], dict[str, list[float]]]:
@@ -98,4 +113,3 @@ def round_metrics(
         key = f"delta_t1_t{len(turns)}"
         metrics[key], intervals[key] = whole["delta"], whole_intervals["delta"]
     return metrics, intervals
-

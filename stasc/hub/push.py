@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from stasc.config import check_repo_id
+from stasc.core.metrics import headline_metrics
 from stasc.errors import StascError
 from stasc.run.layout import iteration_folder
 from stasc.run.manifest import TRANSITIONS, inside_run, read_manifest, run_file
@@ -40,6 +41,21 @@ PUSH_STATE = "hub_push.json"
 BUNDLED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DATA_FILES = ("train_data", "corrections", "initial_answers", "evaluation")
 SPLIT_NAMES = {"train_data": "train", "corrections": "corrections", "initial_answers": "initial_answers", "evaluation": "evaluation"}
+# The model-index task of each --task: (task name, what acc_t1 and acc_t2 measure).
+TASK_RESULTS = {
+    "qa": ("Self-correction on open-domain QA", "in-accuracy"),
+    "math": ("Self-correction on math problems", "math accuracy"),
+}
+# The model-index metrics: type -> the name the Hub shows ({accuracy}: the task's).
+RESULT_NAMES = {
+    "acc_t1": "acc_t1: {accuracy} of the initial answers",
+    "acc_t2": "acc_t2: {accuracy} of the self-corrections",
+    "delta": "delta: acc_t2 - acc_t1",
+    "i_to_c": "i→c: share of answers the correction turned from wrong to right",
+    "c_to_i": "c→i: share of answers the correction turned from right to wrong",
+}
+LOCAL_DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
+BUILTIN_TEST_SET = "easy_qa"
 
 
 @dataclass(frozen=True)
@@ -88,26 +104,107 @@ def _metrics_table(iterations: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def model_card(manifest: dict[str, Any], repo_id: str, upto: int) -> str:
-    """The adapter repo's README: Hub metadata, how the run was made, metrics so far."""
-    from huggingface_hub import ModelCard, ModelCardData
+def _is_local_file(name: str) -> bool:
+    return Path(name).suffix.lower() in LOCAL_DATA_SUFFIXES or name.startswith((".", "/", "~"))
 
+
+def _dataset_type(name: str) -> str:
+    """How a model-index names a data source: a Hub name as it is, a local file by its file name."""
+    if name == "builtin":
+        return BUILTIN_TEST_SET
+    return Path(name).name if _is_local_file(name) else name
+
+
+def evaluation_set(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The questions each iteration was evaluated on, as a model-index `dataset` entry."""
     config = manifest["config"]
-    iterations = manifest["iterations"][: upto + 1]
-    data = ModelCardData(
+    if config.get("evaluate_on") == "validation":
+        source, what = config["dataset"], "validation questions held out of the training questions"
+    elif config.get("test_dataset"):
+        source, what = config["test_dataset"], "test set"
+    elif config["dataset"] == "builtin":
+        source, what = "builtin", "stasc's built-in easy QA set, test split"
+    elif _is_local_file(config["dataset"]):
+        source, what = config["dataset"], f"a {config.get('test_fraction')} share of the file held out"
+    else:
+        source, what = config["dataset"], f"{config.get('test_split')} split"
+    hub = source != "builtin" and not _is_local_file(source)
+    split = "validation" if config.get("evaluate_on") == "validation" else config.get("test_split") if hub else "test"
+    questions = (manifest.get("data") or {}).get("test_questions")
+    entry = {
+        "type": _dataset_type(source),
+        "name": f"{_dataset_type(source)} ({what}{f', {questions} questions' if questions else ''})",
+        "split": split,
+    }
+    if hub and config.get("dataset_config"):
+        entry["config"] = config["dataset_config"]
+    return entry
+
+
+def eval_results(manifest: dict[str, Any], entry: dict[str, Any]) -> list[Any]:
+    """An iteration's headline metrics as huggingface_hub EvalResults: what the Hub shows as its evaluation."""
+    from huggingface_hub import EvalResult
+
+    dataset = evaluation_set(manifest)
+    task_name, accuracy = TASK_RESULTS[manifest["config"].get("task", "qa")]
+    intervals = entry.get("intervals") or {}
+    results = []
+    for name, value in headline_metrics(entry["metrics"]).items():
+        interval = intervals.get(name)
+        label = RESULT_NAMES[name].format(accuracy=accuracy) + (
+            f" (95% CI {interval[0]:.3f} to {interval[1]:.3f})" if interval else ""
+        )
+        results.append(
+            EvalResult(
+                task_type="question-answering",
+                task_name=task_name,
+                dataset_type=dataset["type"],
+                dataset_name=dataset["name"],
+                dataset_config=dataset.get("config"),
+                dataset_split=dataset["split"],
+                metric_type=name,
+                metric_value=round(value, 4),
+                metric_name=label,
+            )
+        )
+    return results
+
+
+def _card_data(manifest: dict[str, Any], repo_id: str, entry: dict[str, Any] | None) -> Any:
+    """The model card metadata; with entry, a model-index that reports that iteration's results."""
+    from huggingface_hub import ModelCardData
+
+    return ModelCardData(
         base_model=base_model_id(manifest),
         library_name="peft",
         datasets=[repo_id],
         license="apache-2.0",
         tags=["stasc", "self-correction", "lora", f"stasc-{manifest['variant']}"],
         pipeline_tag="text-generation",
+        model_name=repo_id.split("/")[-1] if entry else None,
+        eval_results=eval_results(manifest, entry) if entry else None,
     )
+
+
+def model_card(manifest: dict[str, Any], repo_id: str, upto: int) -> str:
+    """The adapter repo's README: Hub metadata (with the latest adapter's results), how the run was made,
+    metrics so far."""
+    from huggingface_hub import ModelCard
+
+    config = manifest["config"]
+    iterations = manifest["iterations"][: upto + 1]
+    latest = max((entry["iteration"] for entry in iterations if entry.get("adapter")), default=None)
+    data = _card_data(manifest, repo_id, None if latest is None else iterations[latest])
     settings = "\n".join(
         f"| `{name}` | `{json.dumps(config[name])}` |"
         for name in ("dataset", "variant", "iterations", "n_init", "n_corr", "reward", "answer_extraction",
                      "temperature", "top_p", "max_new_tokens", "lora_r", "lora_alpha", "learning_rate", "seed")
     )
-    latest = max((entry["iteration"] for entry in iterations if entry.get("adapter")), default=None)
+    results = (
+        f"The evaluation results in this card's metadata are iteration {latest}'s, the adapter at the root, on "
+        f"{evaluation_set(manifest)['name']}."
+        if latest is not None else "No adapter is trained yet: iteration 0 is the base model."
+    )
     content = f"""---
 {data.to_yaml()}
 ---
@@ -136,6 +233,8 @@ Iteration 0 is the base model. In-accuracy: a reference answer occurs in the out
 
 {_metrics_table(iterations)}
 
+{results}
+
 ## Settings
 
 | setting | value |
@@ -143,6 +242,46 @@ Iteration 0 is the base model. In-accuracy: a reference answer occurs in the out
 {settings}
 
 The full configuration and per-iteration statistics are in `run.json`.
+"""
+    return str(ModelCard(content))
+
+
+def iteration_card(manifest: dict[str, Any], repo_id: str, iteration: int) -> str:
+    """The README of an iteration's adapter folder: what it is, how to load it, and its results as
+    model-index metadata."""
+    from huggingface_hub import ModelCard
+
+    entry = manifest["iterations"][iteration]
+    folder = iteration_folder(iteration)
+    results = eval_results(manifest, entry)
+    rows = "\n".join(f"| {result.metric_name} | {result.metric_value:.3f} |" for result in results)
+    carried = "" if str(entry["adapter"]).startswith(folder) else (
+        "\nThe filter kept no corrections in this iteration, so this adapter is the previous iteration's, "
+        "carried forward and evaluated again.\n"
+    )
+    content = f"""---
+{_card_data(manifest, repo_id, entry).to_yaml()}
+---
+
+# {repo_id.split('/')[-1]}: iteration {iteration}
+
+The LoRA adapter of iteration {iteration} of the STaSC run [{repo_id}](https://huggingface.co/{repo_id}) (base
+model **{base_model_id(manifest)}**, variant **{manifest['variant']}**).
+{carried}
+```python
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+base = AutoModelForCausalLM.from_pretrained("{base_model_id(manifest)}")
+model = PeftModel.from_pretrained(base, "{repo_id}", subfolder="{folder}")
+```
+
+## Results on {evaluation_set(manifest)['name']}
+
+| measure | value |
+|---|---|
+{rows}
+
+Its training data: `load_dataset("{repo_id}", "train", split="{folder}")`.
 """
     return str(ModelCard(content))
 
@@ -185,8 +324,52 @@ every iteration's evaluation at once (iteration_00 is the base model).
 
 Columns shared by all: `question_id`, `question`, `answers` (reference answers). Rewards use
 `{manifest['config']['reward']}` on the {manifest['config']['answer_extraction']} output.
+
+## What the filter kept
+
+{_kept_section(manifest, upto)}
 """
     return str(DatasetCard(content))
+
+
+def _kept_section(manifest: dict[str, Any], upto: int) -> str:
+    """Per iteration: the pairs sampled, the examples kept, and how many were fixes, right answers kept
+    right, and (when the run used them) rationalizations."""
+    config = manifest["config"]
+    rule = {
+        "improving": "keeps the pairs whose initial answer was wrong and whose correction is right",
+        "non_decreasing": "keeps the wrong-to-right pairs and those whose answer was right and stays right",
+        "non_decreasing_authors": "keeps the pairs whose answer was right and stays right (the authors' code)",
+        "balanced": f"keeps every wrong-to-right pair and at most {config.get('keep_ratio')} right-stays-right "
+        "pairs per wrong-to-right pair",
+    }.get(config["filter"], "")
+    entries = [entry for entry in manifest["iterations"][: upto + 1] if entry.get("train")]
+    if not entries:
+        return "No iteration has trained yet: iteration 0 evaluates the base model only."
+    rationalized = any("rationalized" in entry["train"] for entry in entries)
+    header = "| iteration | pairs | kept examples | wrong → right | right → right |" + (
+        " of the wrong → right, rationalizations |" if rationalized else ""
+    )
+    lines = [header, "|---" * (6 if rationalized else 5) + "|"]
+    for entry in entries:
+        train = entry["train"]
+        kept = train.get("kept_transitions") or {}
+        cells = [
+            entry["iteration"], train.get("pairs", "-"), entry.get("kept_examples", "-"),
+            kept.get("incorrect_to_correct", "-"), kept.get("correct_to_correct", "-"),
+        ]
+        if rationalized:
+            cells.append(train.get("rationalized", "-"))
+        lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    extra = (
+        " A rationalization is a correction sampled with the reference answer as a hint, kept when right and "
+        "trained on without the hint."
+        if rationalized else ""
+    )
+    return (
+        f"The `{config['filter']}` filter {rule}. Each kept pair is one training example (the `train` "
+        f"configuration).{extra}\n\n" + "\n".join(lines)
+    )
 
 
 def _explain(error: Exception, repo_id: str, run_dir: Path) -> StascError:
@@ -233,6 +416,7 @@ def push_run(
             sorted(inside_run(run_dir, path) for path in run_file(run_dir, entry["adapter"]).iterdir())
             if entry.get("adapter") else []
         )
+        weights = [path for path in adapter_files if path.name != "README.md"]  # cards are written below
         data_files = [run_file(run_dir, entry[key]) for key in DATA_FILES if entry.get(key)]
         digests = {"model": _digest(adapter_files, entry), "dataset": _digest(data_files, entry)}
         if all(done[kind].get(str(iteration)) == digests[kind] for kind in digests):
@@ -246,8 +430,10 @@ def push_run(
         )
         commits: dict[str, tuple[Callable[[], list[Any]], str]] = {
             "model": (
-                lambda: [CommitOperationAdd(f"{folder}/{path.name}", str(path)) for path in adapter_files]
-                + [CommitOperationAdd(path.name, str(path)) for path in adapter_files]
+                lambda: [CommitOperationAdd(f"{folder}/{path.name}", str(path)) for path in weights]
+                + ([CommitOperationAdd(f"{folder}/README.md", iteration_card(manifest, repo_id, iteration).encode())]
+                   if weights else [])
+                + [CommitOperationAdd(path.name, str(path)) for path in weights]
                 + [CommitOperationAdd("README.md", model_card(manifest, repo_id, iteration).encode())],
                 f"STaSC iteration {iteration}: {summary}",
             ),

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import append_result, question_prompts  # noqa: E402
 from bench.generation import our_batches  # noqa: E402
-from stasc.config import StascConfig  # noqa: E402
+from stasc.config import StascConfig, SuggestingParser  # noqa: E402
 from stasc.modeling.models import load_model, load_tokenizer, pick_dtype, resolve_model_path  # noqa: E402
 from stasc.sampling.cpu_engine.decoding import DecodeSettings, decode, stop_token_ids  # noqa: E402
 from stasc.sampling.threads import resolve_threads, usable_cores  # noqa: E402
@@ -127,7 +127,7 @@ def cell(runs: list[tuple[float, bool]]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = SuggestingParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="8 questions, 1 round, a 30 s cap")
     parser.add_argument("--questions", type=int, default=64)
     parser.add_argument("--samples", type=int, default=4)

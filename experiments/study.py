@@ -52,7 +52,7 @@ CONFIGURATIONS: dict[str, tuple[str, list[str]]] = {
 }
 TEST_CONFIGURATIONS: dict[str, list[str]] = {
     "default": [],
-    "star": ["--method", "star", "--no-own-answer-fixes", "--initialization", "evolving"],
+    "star": ["--method", "star", "--initialization", "evolving"],
     "self-refine": ["--iterations", "0", "--eval-rounds", "3"],
 }
 

@@ -664,4 +664,6 @@ def config_from_args(argv: Sequence[str] | None = None, description: str | None 
     if config_path:
         values = _expand_variant(load_yaml_config(config_path), str(config_path))
     values.update(_expand_variant(flags, "command line"))
+    if values.get("method") == "star":  # STaR trains on initial answers: the default own-answer fixes do not apply
+        values.setdefault("own_answer_fixes", False)
     return StascConfig.from_dict(values, str(config_path or "command line"))

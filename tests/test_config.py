@@ -40,7 +40,7 @@ def test_help_shows_the_variant_the_default_switches_make() -> None:
     assert variant_help.endswith(
         f"(default: {defaults.variant_name}, from --initialization/--filter/--finetuning)"
     )
-    assert defaults.variant_name == "ENF"
+    assert defaults.variant_name == "FBE"
 
 
 @pytest.mark.parametrize("argv", [["--iteration", "3"], ["--iter", "3"], ["--n-ini", "4"], ["--varian", "EIE"]])
@@ -169,7 +169,8 @@ def test_self_correction_settings_are_checked() -> None:
 
 
 def test_star_refuses_the_correction_levers() -> None:
-    assert config_from_args(["--method", "star"]).method == "star"
+    star = config_from_args(["--method", "star"])
+    assert star.method == "star" and not star.own_answer_fixes, "the default own-answer fixes do not apply to STaR"
     with pytest.raises(StascError, match="--method star trains on initial answers only"):
         config_from_args(["--method", "star", "--own-answer-fixes"])
     with pytest.raises(StascError, match="--eval-rounds must be at least 1"):

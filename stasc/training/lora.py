@@ -14,7 +14,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from datasets import Dataset
 from peft.helpers import disable_input_dtype_casting
 from transformers import DataCollatorForSeq2Seq, DynamicCache, Trainer, TrainingArguments
 
@@ -47,14 +46,15 @@ class TrainingReport:
 
 def build_training_dataset(
     policy: Policy, conversations: Sequence[Sequence[Message]], max_seq_length: int
-) -> tuple[Dataset, int]:
-    """Tokenize and mask the conversations; drop those longer than max_seq_length."""
+) -> tuple[list[dict[str, list[int]]], int]:
+    """Tokenize and mask the conversations; drop those longer than max_seq_length. A plain list of rows is
+    a dataset to Trainer, so training needs no `datasets` package (a stock CUDA image has none)."""
     rows = [tokenize_conversation(policy.tokenizer, conversation) for conversation in conversations]
     kept = [row for row in rows if len(row["input_ids"]) <= max_seq_length]
     skipped = len(rows) - len(kept)
     if skipped:
         logger.warning("Skipped %d training conversations longer than --max-seq-length %d", skipped, max_seq_length)
-    return Dataset.from_list(kept), skipped
+    return kept, skipped
 
 
 def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor, first_needed: int) -> int:
@@ -221,7 +221,7 @@ def train_adapter(
             )
             output = trainer.train()
     policy.mark_trained()
-    supervised = sum(sum(1 for label in labels if label != IGNORE_INDEX) for labels in dataset["labels"])
+    supervised = sum(sum(1 for label in row["labels"] if label != IGNORE_INDEX) for row in dataset)
     return TrainingReport(
         examples=len(dataset),
         skipped_too_long=skipped,

@@ -42,6 +42,9 @@ class TrainingReport:
     train_loss: float
     supervised_tokens: int
     seconds: float
+    loss_curve: list[tuple[int, float]]
+    """(optimizer step, mean loss since the previous entry), as Trainer logs it: about ten times per
+    fine-tuning (every max(1, steps // 10) steps), so runs can be compared step by step."""
 
 
 def build_training_dataset(
@@ -229,4 +232,5 @@ def train_adapter(
         train_loss=float(output.training_loss),
         supervised_tokens=supervised,
         seconds=float(output.metrics.get("train_runtime", 0.0)),
+        loss_curve=[(int(entry["step"]), float(entry["loss"])) for entry in trainer.state.log_history if "loss" in entry],
     )

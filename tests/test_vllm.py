@@ -403,18 +403,25 @@ def real_vllm_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealVllm
         learning_rate=2e-3, min_train_steps=4, train_batch_size=4, gradient_accumulation_steps=1,
         gpu_memory_utilization=0.1, variant="ENF", log_level="warning",
     )
-    run = StascRun(config)
     sleeping: list[bool] = []
-
-    def train_and_record(*args, **kwargs):
-        sleeping.append(run.sampler.llm.llm_engine.is_sleeping())
-        return train_adapter(*args, **kwargs)
-
     with pytest.MonkeyPatch.context() as patch:
+        # The engine's processes inherit these. On a machine other jobs keep busy one engine step can take
+        # minutes, which vLLM's own timeouts (5 and 10 minutes) would end; and its CPU worker would pin its
+        # thread to one core while the others wait: one unpinned thread instead, as the other tests use.
+        patch.setenv("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", "3600")
+        patch.setenv("VLLM_ENGINE_READY_TIMEOUT_S", "3600")
+        patch.setenv("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        patch.setenv("OMP_NUM_THREADS", "1")
+        run = StascRun(config)
+
+        def train_and_record(*args, **kwargs):
+            sleeping.append(run.sampler.llm.llm_engine.is_sleeping())
+            return train_adapter(*args, **kwargs)
+
         patch.setattr("stasc.run.loop.train_adapter", train_and_record)
         run.run()
-    yield RealVllmRun(run, Path(config.output_dir), sleeping)
-    run.sampler.llm.llm_engine.engine_core.shutdown()
+        yield RealVllmRun(run, Path(config.output_dir), sleeping)
+        run.sampler.llm.llm_engine.engine_core.shutdown()
 
 
 @pytest.mark.vllm

@@ -5,6 +5,9 @@ gradio) are installed:
 
     python app.py               # then open http://127.0.0.1:7860
     python app.py --port 7861   # any flag of the stasc app
+
+On ZeroGPU every generation runs in a process forked for it, so the models are loaded here, before
+serving (--preload-all), and `spaces` is imported before torch, as ZeroGPU asks.
 """
 
 from __future__ import annotations
@@ -13,6 +16,11 @@ import importlib.util
 import logging
 import subprocess
 import sys
+
+try:
+    import spaces  # noqa: F401  (ZeroGPU: before torch; elsewhere the app works without it)
+except ImportError:
+    pass
 
 RUN_REPO = "${run_repo}"
 REVISION = "${revision}"
@@ -33,4 +41,4 @@ if __name__ == "__main__":
     from stasc.cli.app import main
 
     run = f"{RUN_REPO}@{REVISION}" if REVISION else RUN_REPO
-    sys.exit(main(["--hub-repo", run, "--no-local-runs", *sys.argv[1:]]))
+    sys.exit(main(["--hub-repo", run, "--no-local-runs", "--preload-all", *sys.argv[1:]]))

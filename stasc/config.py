@@ -26,6 +26,7 @@ VARIANT_LETTERS = {
     "filter": {"I": "improving", "N": "non_decreasing", "A": "non_decreasing_authors", "B": "balanced"},
     "finetuning": {"F": "fixed", "E": "evolving"},
 }
+MAX_SEED = 2**63 - 1
 VARIANTS = tuple(a + b + c for a in "FE" for b in "INAB" for c in "FE")
 PAPER_VARIANTS = tuple(variant for variant in VARIANTS if variant[1] in "IN")  # the eight of the paper
 
@@ -39,6 +40,18 @@ DEFAULT_CORRECTION_INSTRUCTIONS = (
     "if it may be incomplete, consider other options. Think step by step in one or two short "
     'sentences, then write the answer on a last line as "Final Answer: <answer>".'
 )
+DEFAULT_MATH_INSTRUCTIONS = (
+    "Solve the following math problem. Reason step by step, then put your final answer within \\boxed{}."
+)
+DEFAULT_MATH_CORRECTION_INSTRUCTIONS = (
+    "Check your solution above step by step. If it has a mistake, correct it and solve the problem again; "
+    "if it is right, keep its answer. Put your final answer within \\boxed{}."
+)
+# Each task's (instructions, correction instructions), used where --instructions or --correction-instructions is unset.
+TASK_INSTRUCTIONS = {
+    "qa": (DEFAULT_INSTRUCTIONS, DEFAULT_CORRECTION_INSTRUCTIONS),
+    "math": (DEFAULT_MATH_INSTRUCTIONS, DEFAULT_MATH_CORRECTION_INSTRUCTIONS),
+}
 
 
 def _field(default: Any, help: str, choices: Sequence[str] | None = None, **kwargs: Any) -> Any:
@@ -105,8 +118,20 @@ class StascConfig:
     max_test_questions: int | None = _field(
         48, "Evaluate on at most this many held-out questions (none = all)."
     )
+    max_question_chars: int = _field(
+        2000,
+        "Longest question, in characters, a data set may hold: a longer one stops loading with its file and "
+        "line, since one very long prompt can take minutes and gigabytes to sample (the app keeps its own, "
+        "smaller limit for what visitors type).",
+    )
 
     # Algorithm
+    method: str = _field(
+        "stasc",
+        "'stasc' = train on the model's corrections of its own answers; 'star' = the STaR baseline: train on the "
+        "model's right initial answers only, with no correction turn (evaluation is the same, so the two compare).",
+        ["stasc", "star"],
+    )
     variant: str | None = _field(
         None,
         "STaSC variant as three letters Init/Filter/FT, e.g. EIE = evolving initialization, "
@@ -132,6 +157,12 @@ class StascConfig:
         1.0,
         "Balanced filter only: right-stays-right pairs kept per wrong-to-right pair (0 = none, "
         "like improving).",
+    )
+    own_answer_fixes: bool = _field(
+        False,
+        "For a wrong initial answer that none of its corrections fixed, train on one of the model's own right "
+        "answers to the same question (another initial answer or a correction) as its correction: a fix the "
+        "model can already produce, where --rationalize may teach an answer it does not know.",
     )
     rationalize: bool = _field(
         False,
@@ -165,9 +196,17 @@ class StascConfig:
         DEFAULT_RATIONALIZATION_HINT,
         "With --rationalize: appended to the correction request; {answer} is the first reference answer.",
     )
-    instructions: str = _field(DEFAULT_INSTRUCTIONS, "Instructions placed before each question.")
-    correction_instructions: str = _field(
-        DEFAULT_CORRECTION_INSTRUCTIONS, "The user turn that asks the model to correct its answer."
+    task: str = _field(
+        "qa",
+        "What the questions are and how answers are scored: 'qa' = open-domain questions scored by --reward, "
+        "evaluated by in-accuracy; 'math' = math problems scored by mathematical equivalence of the final "
+        "answer (the last \\boxed{...}, else the 'Final Answer:' line, else the last number) with the reference, "
+        "and evaluated by that same math accuracy. Chooses the default --instructions and --correction-instructions.",
+        list(TASK_INSTRUCTIONS),
+    )
+    instructions: str | None = _field(None, "Instructions placed before each question (none = the --task's).")
+    correction_instructions: str | None = _field(
+        None, "The user turn that asks the model to correct its answer (none = the --task's)."
     )
 
     # Sampling
@@ -189,6 +228,11 @@ class StascConfig:
     )
     eval_temperature: float | None = _field(
         None, "Sampling temperature of the evaluation (0 = greedy; none = --temperature)."
+    )
+    eval_rounds: int = _field(
+        1,
+        "Correction rounds at evaluation (Self-Refine when above 1): the model corrects its previous correction "
+        "this many times; metrics acc_t1 .. acc_t{R+1}, with i_to_c and c_to_i between consecutive turns.",
     )
     evaluate_on: str = _field(
         "test",
@@ -253,7 +297,7 @@ class StascConfig:
     output_dir: str = _field(
         "runs/stasc", "Run directory. Re-running with the same directory resumes the run."
     )
-    seed: int = _field(0, "Seed for sampling, data splitting and adapter initialisation.")
+    seed: int = _field(0, f"Seed for sampling, data splitting and adapter initialisation (0 to {MAX_SEED}).")
     report_to: str = _field(
         "none",
         "Experiment tracker for training logs (optional; the package must be installed).",
@@ -271,6 +315,11 @@ class StascConfig:
 
     def __post_init__(self) -> None:
         self._apply_variant()
+        instructions, correction_instructions = TASK_INSTRUCTIONS.get(self.task, TASK_INSTRUCTIONS["qa"])
+        if self.instructions is None:
+            self.instructions = instructions
+        if self.correction_instructions is None:
+            self.correction_instructions = correction_instructions
         self.validate()
 
     @property
@@ -313,7 +362,8 @@ class StascConfig:
             "iterations": 0, "n_init": 1, "n_corr": 1, "max_new_tokens": 1,
             "generation_batch_size": 1, "lora_r": 1, "lora_alpha": 1, "train_batch_size": 1,
             "gradient_accumulation_steps": 1, "max_seq_length": 16, "tensor_parallel_size": 1,
-            "sampling_chunk_size": 1, "eval_samples": 1, "min_train_steps": 0,
+            "sampling_chunk_size": 1, "eval_samples": 1, "min_train_steps": 0, "eval_rounds": 1,
+            "max_question_chars": 1,
         }
         for name, minimum in at_least.items():
             if getattr(self, name) < minimum:
@@ -322,6 +372,8 @@ class StascConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise StascError(f"{_flag(name)} must be at least 1 (or 'none' for all), got {value}.")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise StascError(f"--seed must be between 0 and {MAX_SEED} (2**63 - 1), got {self.seed}.")
         if self.temperature < 0:
             raise StascError(f"--temperature must be at least 0, got {self.temperature}.")
         if self.eval_temperature is not None and self.eval_temperature < 0:
@@ -335,6 +387,11 @@ class StascConfig:
             raise StascError(f"--keep-ratio must be at least 0, got {self.keep_ratio}.")
         if not 0 < self.validation_fraction < 1:
             raise StascError(f"--validation-fraction must satisfy 0 < f < 1, got {self.validation_fraction}.")
+        if self.method == "star" and (self.rationalize or self.own_answer_fixes):
+            raise StascError(
+                "--rationalize and --own-answer-fixes add corrections to train on, and --method star trains on "
+                "initial answers only: drop them, or use --method stasc."
+            )
         if self.rationalize and "{answer}" not in self.rationalization_hint:
             raise StascError("--rationalization-hint must contain {answer}, where the reference answer goes.")
         for name in ("learning_rate", "epochs"):
@@ -359,11 +416,21 @@ class StascConfig:
             )
         if not self.lora_target_modules:
             raise StascError("--lora-target-modules needs at least one module name (or all-linear).")
+        if self.task == "math" and (self.reward, self.answer_extraction) != ("in_acc", "full"):
+            raise StascError(
+                "--reward and --answer-extraction choose how --task qa scores answers; --task math always scores "
+                "the final answer by mathematical equivalence. Drop those flags, or use --task qa."
+            )
         if self.push_to_hub is not None:
             check_repo_id(self.push_to_hub)
         for name in ("instructions", "correction_instructions", "output_dir", "model", "dataset"):
             if not str(getattr(self, name)).strip():
                 raise StascError(f"{_flag(name)} must not be empty.")
+        if self.output_dir != self.output_dir.strip():
+            raise StascError(
+                f"--output-dir {self.output_dir!r} begins or ends with a space, which would make a second "
+                f"directory beside {self.output_dir.strip()!r}. Remove the space (check the quoting)."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for run.json and YAML; ``variant`` is the resolved three-letter name."""
@@ -500,6 +567,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
 def load_yaml_config(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping of settings, naming the file, line and column of any problem."""
     path = Path(path)
+    if path.is_dir():
+        raise StascError(f"--config {path} is a directory. Pass a YAML file, e.g. --config configs/default.yaml.")
     if not path.is_file():
         raise StascError(f"Config file not found: {path}. Pass an existing YAML file to --config.")
     try:

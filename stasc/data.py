@@ -11,9 +11,11 @@ import ast
 import hashlib
 import json
 import logging
+import math
 import random
+import re
 import unicodedata
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,12 @@ _SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 _SUFFIX_LIST = ", ".join(_SUFFIXES[:-1]) + " or " + _SUFFIXES[-1]
 _ID_COLUMNS = ("id", "question_id")
 _SPLIT_COLUMN = "split"
+_BARE_NAN = re.compile(r"(?<=[\[,\s])nan(?=\s*[,\]])")
+_OTHER_SEPARATORS = {",": ";\t|", "\t": ",;|"}  # what a one-column header split by them reveals
+# Math data sets found by their columns when the default --answers-column 'answers' is absent: MATH-500 style
+# (problem, answer) and GSM8K style (question, answer: a worked solution ending in a '#### <answer>' line).
+_MATH_COLUMNS = ("problem", "answer")
+_GSM8K_MARKER = "####"
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,15 @@ class QAExample:
     id: str
     question: str
     answers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RowRules:
+    """What every row must satisfy besides having a question and an answer; the run sets both."""
+
+    max_question_chars: int | None = None  # --max-question-chars; None: no limit
+    # How outputs and answers are compared: an answer that normalises to "" cannot be scored.
+    normalize: Callable[[str], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -60,11 +77,12 @@ def builtin_dataset_path() -> Path:
 
 
 def load_qa_file(
-    path: str | Path, *, question_column: str = "question", answers_column: str = "answers"
+    path: str | Path, *, question_column: str = "question", answers_column: str = "answers",
+    rules: RowRules = RowRules(),
 ) -> list[QAExample]:
     """Load a local .jsonl, .json, .csv, .tsv or .parquet file, choosing the reader by suffix."""
-    table = _read_file(path, needed=(question_column, answers_column, *_ID_COLUMNS))
-    examples = _to_examples(table, question_column, answers_column)
+    table = _read_file(path, needed=(question_column, answers_column, *_ID_COLUMNS, *_MATH_COLUMNS))
+    examples = _to_examples(table, question_column, answers_column, rules)
     logger.info("Loaded %d questions from %s", len(examples), table.source)
     return examples
 
@@ -82,6 +100,7 @@ def load_qa_splits(
     seed: int = 0,
     max_train: int | None = None,
     max_test: int | None = None,
+    rules: RowRules = RowRules(),
 ) -> tuple[list[QAExample], list[QAExample]]:
     """Return (train, test) for the built-in set, a local file or a Hub data set.
 
@@ -92,9 +111,9 @@ def load_qa_splits(
     """
     _check_limit(max_train, "--max-train-questions")
     _check_limit(max_test, "--max-test-questions")
-    columns = {"question_column": question_column, "answers_column": answers_column}
+    columns = {"question_column": question_column, "answers_column": answers_column, "rules": rules}
     if dataset == BUILTIN_DATASET:
-        train, test = _load_builtin()
+        train, test = _load_builtin(rules)
         if test_dataset is not None:
             test = _load_named(test_dataset, dataset_config, test_split, "--test-split", **columns)
     elif _is_local_file(dataset):
@@ -136,18 +155,20 @@ def _is_local_file(name: str) -> bool:
 
 
 def _load_named(
-    name: str, config: str | None, split: str, split_flag: str, *, question_column: str, answers_column: str
+    name: str, config: str | None, split: str, split_flag: str, *, question_column: str, answers_column: str,
+    rules: RowRules,
 ) -> list[QAExample]:
     """Load --test-dataset, which may be a local file or a Hub name like --dataset."""
+    columns = {"question_column": question_column, "answers_column": answers_column, "rules": rules}
     if _is_local_file(name):
-        return load_qa_file(name, question_column=question_column, answers_column=answers_column)
-    return _load_hub(name, config, split, split_flag, question_column=question_column, answers_column=answers_column)
+        return load_qa_file(name, **columns)
+    return _load_hub(name, config, split, split_flag, **columns)
 
 
-def _load_builtin() -> tuple[list[QAExample], list[QAExample]]:
+def _load_builtin(rules: RowRules) -> tuple[list[QAExample], list[QAExample]]:
     """Split the bundled set by its 'split' column, which fixes train and test once for everyone."""
     table = _read_file(builtin_dataset_path(), needed=("question", "answers", *_ID_COLUMNS, _SPLIT_COLUMN))
-    examples = _to_examples(table, "question", "answers")
+    examples = _to_examples(table, "question", "answers", rules)
     splits: dict[str, list[QAExample]] = {"train": [], "test": []}
     for row, location, example in zip(table.rows, table.locations, examples, strict=True):
         split = row.get(_SPLIT_COLUMN)
@@ -273,6 +294,11 @@ def _read_json(path: Path, text: str, *, allow_array: bool) -> tuple[list[dict[s
             for item, location in zip(items, locations, strict=True):
                 _check_object(item, location, "Use an array of objects or one object per line")
             return items, locations
+    if text.lstrip().startswith("[") and _is_array_of_objects(text):
+        raise StascError(
+            f"{path} holds one JSON array, not JSON lines (one object per line). Rename it to "
+            f"{path.with_suffix('.json').name}, or write one object per line."
+        )
     rows: list[dict[str, Any]] = []
     locations = []
     # Split on "\n" only: str.splitlines() would also break at U+2028 and the like, which JSON allows in strings.
@@ -290,6 +316,14 @@ def _read_json(path: Path, text: str, *, allow_array: bool) -> tuple[list[dict[s
         rows.append(row)
         locations.append(location)
     return rows, locations
+
+
+def _is_array_of_objects(text: str) -> bool:
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(document, list) and bool(document) and all(isinstance(item, dict) for item in document)
 
 
 def _check_object(value: Any, location: str, fix: str) -> None:
@@ -311,7 +345,24 @@ def _read_delimited(path: Path, separator: str) -> list[dict[str, Any]]:
         raise StascError(f"{path} is not UTF-8 text ({error}). Save it as UTF-8.") from error
     except pd.errors.ParserError as error:
         raise StascError(f"{path} is not a valid {path.suffix[1:].upper()} file ({error}). Fix the file.") from error
+    _check_separator(path, separator, list(frame.columns))
     return frame.to_dict("records")
+
+
+def _check_separator(path: Path, separator: str, columns: list[str]) -> None:
+    """A file saved with another separator reads as one column whose name holds them all."""
+    if len(columns) != 1:
+        return
+    found = next((other for other in _OTHER_SEPARATORS[separator] if other in columns[0]), None)
+    if found is None:
+        return
+    kind = path.suffix[1:].upper()
+    rename = {"\t": " or rename it to .tsv", ",": " or rename it to .csv"}.get(found, "")
+    raise StascError(
+        f"{path}: its header {columns[0]!r} is one column, because its fields are separated by {found!r} and a "
+        f"{kind} file is read with {separator!r}. Save it with {separator!r} between fields{rename}, "
+        "or convert it to .jsonl."
+    )
 
 
 def _read_parquet(path: Path, needed: Sequence[str]) -> tuple[tuple[str, ...], list[dict[str, Any]]]:
@@ -367,8 +418,11 @@ def _lookup(row: Mapping[str, Any], column: str) -> Any:
     return value
 
 
-def _to_examples(table: _Table, question_column: str, answers_column: str) -> list[QAExample]:
+def _to_examples(table: _Table, question_column: str, answers_column: str, rules: RowRules) -> list[QAExample]:
     """Turn raw rows into examples, one per row in order, after checking both columns exist."""
+    math_format = _math_format(table, question_column, answers_column)
+    if math_format is not None:
+        return _math_examples(table, *math_format, rules)
     for column, flag in ((question_column, "--question-column"), (answers_column, "--answers-column")):
         if column not in table.columns:
             raise StascError(
@@ -376,14 +430,69 @@ def _to_examples(table: _Table, question_column: str, answers_column: str) -> li
                 f"Set {flag} to one of them.{closest_hint(column, table.columns)}"
             )
     examples = []
+    unscorable: list[str] = []  # where an alias that normalises to "" was dropped beside usable ones
     for number, (row, location) in enumerate(zip(table.rows, table.locations, strict=True), start=1):
-        examples.append(
-            QAExample(
-                id=_row_id(row, f"{table.stem}-{number}"),
-                question=_question(_lookup(row, question_column), location, question_column),
-                answers=_answers(_lookup(row, answers_column), location, answers_column),
-            )
+        question = _question(_lookup(row, question_column), location, question_column, rules.max_question_chars)
+        answers = _answers(_lookup(row, answers_column), location, answers_column)
+        if rules.normalize is not None:
+            answers = _scorable(answers, rules.normalize, location, answers_column, unscorable)
+        examples.append(QAExample(id=_row_id(row, f"{table.stem}-{number}"), question=question, answers=answers))
+    if unscorable:
+        logger.warning(
+            "Dropped %d answers that are empty once normalised (nothing could be scored against them), at %s%s",
+            len(unscorable), ", ".join(unscorable[:3]), ", ..." if len(unscorable) > 3 else "",
         )
+    return examples
+
+
+def _scorable(
+    answers: tuple[str, ...], normalize: Callable[[str], str], location: str, column: str, dropped: list[str]
+) -> tuple[str, ...]:
+    """The answers that keep some text once normalised; a row with none left cannot be scored."""
+    kept = tuple(answer for answer in answers if normalize(answer))
+    if not kept:
+        raise StascError(
+            f"{location}: column {column!r}: the answers {list(answers)} are empty once normalised (case, "
+            "punctuation, accents and the articles a, an, the are ignored when outputs are scored), so no output "
+            "could be scored against them. Write the answer out in words, or remove the row."
+        )
+    dropped.extend(f"{location} {answer!r}" for answer in answers if answer not in kept)
+    return kept
+
+
+def _math_format(table: _Table, question_column: str, answers_column: str) -> tuple[str, bool] | None:
+    """(question column, whether answers are GSM8K solutions) for a MATH-500 or GSM8K style table whose
+    default 'answers' column is absent; None for every other table, which loads by the column flags."""
+    if answers_column != "answers" or answers_column in table.columns or "answer" not in table.columns:
+        return None
+    if question_column == "question" and question_column not in table.columns and "problem" in table.columns:
+        logger.info("%s has columns problem and answer: reading it as MATH-style problems", table.source)
+        return "problem", False
+    answers = [answer for row in table.rows if isinstance(answer := _lookup(row, "answer"), str)]
+    if question_column in table.columns and any(_GSM8K_MARKER in answer for answer in answers):
+        logger.info("%s has '####' answers: reading it as GSM8K-style solutions", table.source)
+        return question_column, True
+    return None
+
+
+def _math_examples(table: _Table, question_column: str, gsm8k: bool, rules: RowRules) -> list[QAExample]:
+    """Examples whose one reference is the 'answer' cell as written (MATH-style, so '[0,1]' stays an
+    interval) or the number after a GSM8K solution's '####' (the worked solution never reaches a prompt)."""
+    examples = []
+    for number, (row, location) in enumerate(zip(table.rows, table.locations, strict=True), start=1):
+        value = _lookup(row, "answer")
+        answer = "" if value is None else str(value).strip()
+        if gsm8k:
+            if _GSM8K_MARKER not in answer:
+                raise StascError(
+                    f"{location}: the GSM8K-style answer in column 'answer' has no final '#### <answer>' line, which "
+                    "gives the reference answer. Add that line (e.g. '#### 42') or remove the row; for plain "
+                    "reference answers, pass --answers-column answer."
+                )
+            answer = answer.rsplit(_GSM8K_MARKER, 1)[1].strip()
+        question = _question(_lookup(row, question_column), location, question_column, rules.max_question_chars)
+        answers = _answers([answer], location, "answer")  # a list, so the cell is never read as a list literal
+        examples.append(QAExample(_row_id(row, f"{table.stem}-{number}"), question, answers))
     return examples
 
 
@@ -396,16 +505,28 @@ def _row_id(row: Mapping[str, Any], fallback: str) -> str:
     return fallback
 
 
-def _question(value: Any, location: str, column: str) -> str:
+def _missing(value: Any) -> bool:
+    """None, and the NaN that pandas and spreadsheets write for an empty cell (as a float or as text)."""
+    if isinstance(value, float):
+        return math.isnan(value)
+    return value is None or (isinstance(value, str) and value.strip().lower() == "nan")
+
+
+def _question(value: Any, location: str, column: str, limit: int | None) -> str:
     """Question text, stripped; numbers are accepted as text."""
     if value is not None and not isinstance(value, (str, int, float)):
         raise StascError(
             f"{location}: column {column!r} holds a {type(value).__name__}, not question text. "
             "Set --question-column to the column with the question."
         )
-    question = "" if value is None else str(value).strip()
+    question = "" if _missing(value) else str(value).strip()
     if not question:
         raise StascError(f"{location}: row has no question in column {column!r}. Fill it in or remove the row.")
+    if limit is not None and len(question) > limit:
+        raise StascError(
+            f"{location}: the question in column {column!r} has {len(question):,} characters, more than "
+            f"--max-question-chars ({limit:,}). Shorten it or remove the row, or raise --max-question-chars."
+        )
     return question
 
 
@@ -422,7 +543,7 @@ def _answers(value: Any, location: str, column: str) -> tuple[str, ...]:
     items = value if isinstance(value, (list, tuple)) else [value]
     answers: list[str] = []
     for item in items:
-        if item is None:
+        if _missing(item):
             continue
         if not isinstance(item, (str, int, float)):
             raise StascError(
@@ -438,12 +559,17 @@ def _answers(value: Any, location: str, column: str) -> tuple[str, ...]:
     return unique
 
 
+def _literal_list(text: str) -> Any:
+    """A Python list literal; a bare nan in it (how pandas prints a missing value) reads as None."""
+    return ast.literal_eval(_BARE_NAN.sub("None", text))
+
+
 def _parse_list_literal(text: str) -> Any:
     """Read "['a', 'b']" or '["a"]' as a list (CSV files store lists this way); other text stays as it is."""
     stripped = text.strip()
     if not (stripped.startswith("[") and stripped.endswith("]")):
         return text
-    for parse in (json.loads, ast.literal_eval):
+    for parse in (json.loads, _literal_list):
         try:
             parsed = parse(stripped)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
@@ -454,7 +580,8 @@ def _parse_list_literal(text: str) -> Any:
 
 
 def _load_hub(
-    name: str, config: str | None, split: str, split_flag: str, *, question_column: str, answers_column: str
+    name: str, config: str | None, split: str, split_flag: str, *, question_column: str, answers_column: str,
+    rules: RowRules,
 ) -> list[QAExample]:
     """Load one split of a Hub data set (or a local data folder, which datasets also reads)."""
     import datasets
@@ -480,7 +607,8 @@ def _load_hub(
             "If it has several configurations, pick one with --dataset-config."
         ) from error
     columns = tuple(sorted(_mapping_paths(dataset.features)))
-    keep = _present_top_level(dataset.column_names, (question_column, answers_column, *_ID_COLUMNS))
+    needed = (question_column, answers_column, *_ID_COLUMNS, *_MATH_COLUMNS)
+    keep = _present_top_level(dataset.column_names, needed)
     rows = dataset.select_columns(keep).to_list()
     source = f"Hugging Face dataset {described} split {split!r}"
     if not rows:
@@ -492,7 +620,7 @@ def _load_hub(
         rows=rows,
         locations=[f"{source}, row {number}" for number in range(1, len(rows) + 1)],
     )
-    examples = _to_examples(table, question_column, answers_column)
+    examples = _to_examples(table, question_column, answers_column, rules)
     logger.info("Loaded %d questions from %s", len(examples), source)
     return examples
 

@@ -64,11 +64,15 @@ class Processes:
         Every process asks at the same point, so none can see a file the main process wrote
         after the others had already decided to make it.
         """
+        return bool(self.from_main(path.exists))
+
+    def from_main(self, compute: Callable[[], Any]) -> Any:
+        """compute() as the main process returns it, on every process (only the main one calls it)."""
         if self.count == 1:
-            return path.exists()
-        answer = [path.exists() if self.is_main else None]
+            return compute()
+        answer = [compute() if self.is_main else None]
         torch.distributed.broadcast_object_list(answer, src=0)
-        return bool(answer[0])
+        return answer[0]
 
     def main_writes(self, write: Callable[..., None], *args: Any) -> None:
         """write(*args) on the main process; every process returns once it is done."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -132,3 +134,51 @@ def hub_server(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory):
     server.terminate()
     server.wait(timeout=10)
     log.close()
+
+
+def _mount_tmpfs(point: Path, kilobytes: int) -> Path:
+    point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kilobytes}k", "tmpfs", str(point)], check=True)
+    return point
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
+    """small_disk(kilobytes): a directory on a real file system of that size (a fresh tmpfs), so that writing
+    more than fits fails as on a full disk. Mounting needs root (the test is skipped without it); every
+    file system is unmounted after the test."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    mounts: list[Path] = []
+
+    def mount(kilobytes: int) -> Path:
+        mounts.append(_mount_tmpfs(tmp_path / f"disk-{len(mounts)}", kilobytes))
+        return mounts[-1]
+
+    yield mount
+    for point in mounts:
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+@pytest.fixture()
+def freezable_dir(tmp_path: Path) -> Iterator[tuple[Path, Callable[[], None]]]:
+    """(directory, freeze): a directory to fill, and freeze() to make every write under it fail from then on:
+    remounted read-only when running as root (whom file permissions do not stop), else stripped of write
+    permission."""
+    as_root = os.geteuid() == 0
+    directory = _mount_tmpfs(tmp_path / "frozen", 65536) if as_root else tmp_path / "frozen"
+    directory.mkdir(exist_ok=True)
+
+    def freeze() -> None:
+        if as_root:
+            subprocess.run(["mount", "-o", "remount,ro", str(directory)], check=True)
+        else:
+            for path in [directory, *directory.rglob("*")]:
+                path.chmod(path.stat().st_mode & ~0o222)
+
+    yield directory, freeze
+    if as_root:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+    else:
+        for path in [directory, *directory.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)

@@ -9,7 +9,8 @@ POINT is one of
   replace:<name>      after <name>'s temporary file is complete, just before the OCCURRENCE-th rename
                       that would put it in place (run.json, evaluation.parquet, adapter, ...)
 The process kills itself with SIGKILL, as the kernel's OOM killer or `kill -9` would: no
-finally blocks, no atexit handlers, no flushing.
+finally blocks, no atexit handlers, no flushing. With KILL_AT_SIGNAL=SIGSTOP it stops there instead,
+until a SIGCONT lets it go on (a run caught in the middle of a step).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def main() -> int:
         nonlocal seen
         seen += 1
         if seen == target:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), getattr(signal, os.environ.get("KILL_AT_SIGNAL", "SIGKILL")))
 
     if kind == "batch":
         sampler = stasc.sampling.transformers.TransformersSampler

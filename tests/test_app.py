@@ -3,6 +3,7 @@ with gradio_client, `python app.py` with nothing but the bundled model, and a re
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -18,10 +19,12 @@ import pytest
 import torch
 
 from stasc.app import handlers as handlers_module
+from stasc.app import views
 from stasc.app.catalog import BUNDLED_KEY, Catalog, parse_hub_spec
+from stasc.app.conversation import CORRECTION_TITLE, model_conversation, normalize_history, parse_references
 from stasc.cli.app import create_app, parse_args
 from stasc.app.engine import Engine
-from stasc.app.handlers import CORRECTION_TITLE, Handlers, builtin_examples, model_conversation, normalize_history
+from stasc.app.handlers import Handlers, builtin_examples
 from stasc.app.ui import launch
 from stasc.errors import StascError
 from stasc.run.manifest import TRANSITIONS, read_manifest
@@ -30,7 +33,7 @@ from stasc.core.rewards import in_accuracy
 from stasc.hub.sources import RunSource
 from stasc.modeling.tokenization import render_prompt
 
-from testing_utils import app_environment, free_port, last, load_iteration_model, wait_for_port
+from testing_utils import app_environment, assert_documented, free_port, last, load_iteration_model, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "local:tiny"
@@ -155,7 +158,7 @@ def test_compare_streams_the_answer_then_its_correction_built_exactly_like_train
     assert final.correction == greedy(source, 2, correction_prompt, 8)
     # Streamed: the initial answer grows first while the correction waits, then the correction grows.
     assert len(panels) > 3
-    assert panels[0].correction == "" and panels[0].correction_final == handlers_module.PENDING
+    assert panels[0].correction == "" and panels[0].correction_final == views.PENDING
     assert all(final.initial.startswith(panel.initial.strip()) for panel in panels)
     assert all(final.correction.startswith(panel.correction.strip()) for panel in panels)
     for text, shown in ((final.initial, final.initial_final), (final.correction, final.correction_final)):
@@ -164,15 +167,59 @@ def test_compare_streams_the_answer_then_its_correction_built_exactly_like_train
     assert "→" in final.summary
 
 
-def test_verdicts_set_the_final_answer_apart() -> None:
-    text = "Paris is in France.\nFinal Answer: Paris"
-    assert handlers_module.verdict(text, ["Paris"], "final_answer") == "**Final answer:** `Paris` **✓ correct**"
-    assert handlers_module.verdict(text, [], "full") == "**Final answer:** `Paris`"
-    assert "No “Final Answer:” line" in handlers_module.verdict("London", ["Paris"], "full")
-    assert "fixed a wrong answer" in handlers_module.transition_summary("London", "Paris", ["Paris"], "full")
-    assert "broke a right answer" in handlers_module.transition_summary("Paris", "Rome", ["Paris"], "full")
-    assert "Add reference answers" in handlers_module.transition_summary("Rome", "Rome", [], "full")
-    assert handlers_module.parse_references(" Washington, D.C. ; DC ;") == ["Washington, D.C.", "DC"]
+def test_the_app_answers_with_the_loops_sampler_for_the_same_prompt_seed_and_settings(
+    handlers: Handlers, runs_dir: Path
+) -> None:
+    """What a visitor sees is what the loop's sampler (the backend make_sampler builds for a run) draws: at a
+    sampling temperature, for each seed, the same initial answer, correction and chat reply."""
+    from stasc.modeling.models import load_model, load_tokenizer, resolve_model_path
+    from stasc.modeling.policy import Policy
+    from stasc.run.loop import lora_config
+    from stasc.sampling.transformers import PolicySampler, SamplingSettings
+    from stasc.config import StascConfig
+
+    run = runs_dir / "tiny"
+    config = read_manifest(run)["config"]
+    path = resolve_model_path(config["model"])
+    policy = Policy(load_model(path, dtype=torch.float32), load_tokenizer(path), lora_config(StascConfig(**{
+        name: config[name] for name in ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")})), seed=0)
+    loop = PolicySampler(policy, SamplingSettings(8, 0.9, config["top_p"], config["generation_batch_size"]))
+    adapter = run / read_manifest(run)["iterations"][2]["adapter"]
+    question = "Which city is test 2?"
+    answers = set()
+    for seed in (0, 1, 2, 3):
+        initial = loop.sample([initial_messages(question, config["instructions"])], 1, adapter=adapter, seed=seed,
+                              desc="loop")[0][0]
+        correction = loop.sample(
+            [correction_messages(question, initial, config["instructions"], config["correction_instructions"])], 1,
+            adapter=adapter, seed=seed, desc="loop")[0][0]
+        shown = last(handlers.compare(KEY, 2, question, "", 0.9, 8, seed))
+        assert (shown.initial, shown.correction) == (initial, correction)
+        reply = last(handlers.chat(KEY, 2, question, [], False, True, 0.9, 8, seed))[1]["content"]
+        assert reply == initial
+        answers.add(initial)
+    assert len(answers) > 1, "the seeds should give different answers at temperature 0.9"
+
+
+def test_page_actions_label_their_answers_and_use_the_chat_as_it_is_when_they_run(handlers: Handlers) -> None:
+    label, *panel = last(handlers.compare_view(KEY, 1, "Which city is test 1?", "London", 0, 8, 0))
+    assert label == "**Answers of iteration 1** to: Which city is test 1?"
+    assert tuple(panel) == tuple(last(handlers.compare(KEY, 1, "Which city is test 1?", "London", 0, 8, 0)))
+    pair_label, *_ = last(handlers.compare_iterations_view(KEY, 0, 2, "Which city?", "", 0, 8, 0))
+    assert pair_label == "**Left: iteration 0 (base model) · right: iteration 2**, on: Which city?"
+    turns = list(handlers.chat_turn(KEY, 2, "Which city is test 1?", [], False, True, 0, 8, 0))
+    assert turns[0].message == "" and all(turn.message == gr.skip() for turn in turns[1:])
+    kept = turns[-1].kept
+    assert turns[-1].shown == kept and turns[-1].status == "Last reply by iteration 2."
+    # Self-correct pressed right after Send: it runs after the turn and corrects the reply to the new question.
+    shown, kept_after, status = last(handlers.correct_turn(KEY, 1, kept, True, 0, 8, 0))
+    assert shown == kept_after and kept_after[:2] == kept and kept_after[2]["metadata"] == {"title": CORRECTION_TITLE}
+    assert kept_after == last(handlers.correct_last(KEY, 1, kept, True, 0, 8, 0))
+    assert status == "Last reply by iteration 1."
+
+
+def test_references_are_separated_by_semicolons() -> None:
+    assert parse_references(" Washington, D.C. ; DC ;") == ["Washington, D.C.", "DC"]
 
 
 def test_two_iterations_side_by_side_share_one_base_model(runs_dir: Path) -> None:
@@ -302,14 +349,37 @@ def test_metrics_come_from_the_manifest(handlers: Handlers, runs_dir: Path) -> N
     transitions = view.transitions.set_index(["iteration", "transition"])["rate"]
     for entry in iterations:
         label, metrics = str(entry["iteration"]), entry["metrics"]
-        assert accuracy[(label, "initial answer")] == metrics["initial_in_acc"]
-        assert accuracy[(label, "self-correction")] == metrics["correction_in_acc"]
-        for name, shown in handlers_module.TRANSITION_LABELS.items():
+        assert accuracy[(label, "initial answer (acc_t1)")] == metrics["acc_t1"]
+        assert accuracy[(label, "self-correction (acc_t2)")] == metrics["acc_t2"]
+        for name, shown in views.TRANSITION_LABELS.items():
             assert transitions[(label, shown)] == metrics[name]
+    assert list(view.table.columns) == ["iteration", "kept", "acc_t1", "acc_t2", "delta", "i→c", "c→i"]
     assert list(view.table["iteration"]) == [0, 1, 2]
-    assert list(view.table["kept examples"]) == ["-", *(str(entry["kept_examples"]) for entry in iterations[1:])]
-    assert list(view.table.columns[-4:]) == [handlers_module.TRANSITION_LABELS[name] for name in TRANSITIONS]
+    assert list(view.table["kept"]) == ["-", *(str(entry["kept_examples"]) for entry in iterations[1:])]
+    assert list(view.table["i→c"]) == [round(entry["metrics"]["i_to_c"], 3) for entry in iterations]
     assert "from iteration 0 to 2" in view.summary
+    assert all(views.correction_line(entry) in view.summary for entry in iterations)
+    summary, _, _, table = handlers.metrics_view(KEY)
+    assert summary == view.summary and table.count("<tr>") == 4 and "95% interval" in table
+    assert views.correction_line(iterations[2]) in handlers.run_info(KEY, 2)
+
+
+def test_a_run_written_before_intervals_and_the_new_metric_names_still_displays(
+    runs_dir: Path, tmp_path: Path
+) -> None:
+    run = shutil.copytree(runs_dir / "tiny", tmp_path / "runs" / "old")
+    manifest = json.loads((run / "run.json").read_text())
+    for entry in manifest["iterations"]:
+        entry.pop("intervals")
+        entry["metrics"] = {name: value for name, value in entry["metrics"].items() if name in TRANSITIONS
+                            or name in ("initial_in_acc", "correction_in_acc")}
+    (run / "run.json").write_text(json.dumps(manifest))
+    old = Handlers(Catalog(tmp_path / "runs", []), Engine(), dtype="float32")
+    view = old.metrics("local:old")
+    assert list(view.table["acc_t2"]) == [round(entry["metrics"]["correction_in_acc"], 3)
+                                          for entry in manifest["iterations"]]
+    assert "<small>" not in old.metrics_view("local:old")[3] and "on the test set" in old.run_info("local:old", 1)
+    assert old.select_source("local:old").iterations[0][0].startswith("0 · base model (initial")
 
 
 def test_data_tab_browses_each_table_of_an_iteration(
@@ -327,11 +397,34 @@ def test_data_tab_browses_each_table_of_an_iteration(
     for kind in ("corrections", "initial_answers"):
         assert len(handlers.data(KEY, 2, kind)[1]) == len(pd.read_parquet(run / manifest["iterations"][2][kind]))
     assert handlers.data(KEY, 0, "train_data")[0].startswith("Iteration 0 is the base model")
+    note, shown = handlers.data_view(KEY, 0, "corrections")
+    assert note.endswith("so it has no table of sampled corrections.") and shown == ""  # no empty table
+    note, shown = handlers.data_view(KEY, 1, "evaluation")
+    assert shown.count("<tr>") == 5 and "data-label='correction'" in shown
     monkeypatch.setattr(handlers_module, "MAX_TABLE_ROWS", 2)
     note, shown = handlers.data(KEY, 1, "corrections")
     assert len(shown) == 2 and "(showing the first 2)" in note
     with pytest.raises(gr.Error, match="Pick a table"):
         handlers.data(KEY, 1, "../run.json")
+
+
+def test_the_data_tab_never_serves_a_file_outside_the_run(tiny_run: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    run = Path(shutil.copytree(tiny_run, runs / "edited"))
+    secret = tmp_path / "secret.parquet"
+    pd.DataFrame({"question": ["a file outside the run"]}).to_parquet(secret)
+    manifest_file = run / "run.json"
+    original = manifest_file.read_text()
+    manifest_file.write_text(original.replace('"iteration_01/evaluation.parquet"', '"../../secret.parquet"'))
+    edited = Handlers(Catalog(runs, []), Engine())
+    with pytest.raises(gr.Error) as refused:
+        edited.data("local:edited", 1, "evaluation")
+    assert_documented("a path in run.json that leaves the run directory", refused.value.message)
+    manifest_file.write_text(original)
+    (run / "iteration_01" / "evaluation.parquet").unlink()
+    (run / "iteration_01" / "evaluation.parquet").symlink_to(secret)
+    with pytest.raises(gr.Error, match="leads outside the run directory .* through a symbolic link"):
+        edited.data("local:edited", 1, "evaluation")
 
 
 def test_the_bundled_model_is_offered_with_nothing_else(tmp_path: Path) -> None:
@@ -366,6 +459,26 @@ def served(runs_dir: Path) -> Iterator[tuple[str, Handlers]]:
     demo.close()
 
 
+def test_every_response_carries_security_headers_that_still_let_a_space_embed_the_app(tmp_path: Path) -> None:
+    import urllib.request
+
+    demo, _ = create_app(parse_args(["--runs-dir", str(tmp_path)]))
+    port = free_port()
+    launch(demo, host="127.0.0.1", port=port, block=False)
+    try:
+        for path in ("/", "/config", "/gradio_api/info"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=60) as response:
+                headers = response.headers
+                assert headers["X-Content-Type-Options"] == "nosniff", path
+                assert headers["Referrer-Policy"] == "strict-origin-when-cross-origin", path
+                assert headers["Content-Security-Policy"] == (
+                    "frame-ancestors 'self' https://huggingface.co https://*.hf.space"
+                ), path
+                assert "X-Frame-Options" not in headers, "DENY or SAMEORIGIN would keep a Space from showing the app"
+    finally:
+        demo.close()
+
+
 def test_the_served_app_is_driven_with_gradio_client(served: tuple[str, Handlers]) -> None:
     from gradio_client import Client
     from gradio_client.exceptions import AppError
@@ -375,6 +488,15 @@ def test_the_served_app_is_driven_with_gradio_client(served: tuple[str, Handlers
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert {"/compare", "/compare_iterations", "/chat", "/correct_last", "/metrics", "/data", "/run_info",
             "/refresh"} <= set(endpoints)
+    outputs = {name: [value["label"] for value in endpoint["returns"]] for name, endpoint in endpoints.items()}
+    assert outputs["/compare"] == ["Initial answer", "Initial answer: final answer and verdict", "Self-correction",
+                                   "Self-correction: final answer and verdict", "What the self-correction did"]
+    assert outputs["/metrics"] == ["Summary", "In-accuracy", "Transition rates", "Per iteration"]
+    unnamed = [(name, label) for name, labels in outputs.items() for label in labels
+               if label is None or label.startswith("value_")]
+    assert not unnamed, unnamed
+    inputs = {name: [value["label"] for value in endpoint["parameters"]] for name, endpoint in endpoints.items()}
+    assert not [(name, label) for name, labels in inputs.items() for label in labels if label.startswith("parameter_")]
     job = client.submit(KEY, 2, "Which city is test 1?", "London", 0, 8, api_name="/compare")
     initial, initial_final, correction, correction_final, summary = job.result(timeout=120)
     expected = last(app_handlers.compare(KEY, 2, "Which city is test 1?", "London", 0, 8))
@@ -499,6 +621,7 @@ def test_python_app_py_serves_the_bundled_model_when_nothing_else_exists(
         process.terminate()
         process.wait(timeout=30)
     assert "Traceback" not in log.read_text()
+    assert f"Serving the app at http://127.0.0.1:{port}/" in log.read_text()
 
 
 def set_slider(page: Any, slider: str, value: float, timeout: float = 30) -> None:
@@ -525,12 +648,88 @@ def set_slider(page: Any, slider: str, value: float, timeout: float = 30) -> Non
                 ) from None
 
 
-@pytest.mark.slow
-def test_a_real_browser_asks_a_question_and_sees_both_answers(served: tuple[str, Handlers]) -> None:
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium driven by Playwright (no browser download)."""
     if not Path("/usr/bin/chromium").exists():
         pytest.skip("Debian's Chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
     from playwright.sync_api import sync_playwright
 
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def open_app(browser: Any, url: str, width: int = 1280, height: int = 1000) -> Any:
+    """A fresh page of the app, once it has shown the default run."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(url)
+    page.wait_for_selector("#iteration input", timeout=60_000)
+    page.wait_for_function("document.querySelector('#run-info').innerText.includes('variant')", timeout=60_000)
+    return page
+
+
+class SlowEngine:
+    """What the served app's engine was asked (conversations, in order); each streamed piece is held back `delay`
+    seconds, so that clicks land while it generates."""
+
+    def __init__(self) -> None:
+        self.asked: list[list[dict[str, str]]] = []
+        self.delay = 0.0
+
+    def hold_back(self, delay: float = 0.2) -> None:
+        self.asked.clear()
+        self.delay = delay
+
+
+@pytest.fixture()
+def slow_engine(served: tuple[str, Handlers], monkeypatch: pytest.MonkeyPatch) -> SlowEngine:
+    _, app_handlers = served
+    real = app_handlers.engine.stream
+    engine = SlowEngine()
+
+    def slow(target: Any, messages: Any, sampling: Any, seed: int = 0) -> Iterator[str]:
+        engine.asked.append([dict(message) for message in messages])
+        for piece in real(target, messages, sampling, seed):
+            time.sleep(engine.delay)
+            yield piece
+
+    monkeypatch.setattr(app_handlers.engine, "stream", slow)
+    return engine
+
+
+def page_settings(page: Any) -> tuple[float, int]:
+    """The temperature and max new tokens the page will ask with (the run's own; the seed is 0)."""
+    page.get_by_text("Sampling", exact=True).click()
+    page.wait_for_selector(f"{SLIDERS[0]} input[type=number]", timeout=30_000)
+    assert page.input_value("#seed input") == "0"
+    return tuple(float(page.input_value(f"{name} input[type=number]")) for name in SLIDERS)  # type: ignore[return-value]
+
+
+RECORD_COMPARE = """() => {
+    window.seen = [];
+    setInterval(() => window.seen.push([document.querySelector('#answer-label').innerText,
+                                        document.querySelector('#initial-answer textarea').value]), 20);
+}"""
+
+
+def assert_answers_under_their_own_labels(seen: list[list[str]], expected: dict[str, str]) -> None:
+    """Every (label, initial answer) the page showed: the answer is part of the answer the label names."""
+    for label, answer in seen:
+        if not answer:
+            continue
+        owners = [name for name in expected if name in label]
+        assert len(owners) == 1, f"an answer was shown under {label!r}"
+        assert expected[owners[0]].startswith(answer.strip()), (label, answer, expected)
+
+
+@pytest.mark.slow
+def test_a_real_browser_asks_a_question_and_sees_both_answers(served: tuple[str, Handlers], browser: Any) -> None:
     url, app_handlers = served
     # A question the tiny model answers and corrects with some text under greedy decoding.
     for question in QUESTIONS:
@@ -539,33 +738,161 @@ def test_a_real_browser_asks_a_question_and_sees_both_answers(served: tuple[str,
             break
     else:
         pytest.fail("the tiny model said nothing to any candidate question")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"],
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(url)
-            page.wait_for_selector("#iteration input", timeout=60_000)
-            page.wait_for_function("document.querySelector('#run-info').innerText.includes('variant')", timeout=60_000)
-            page.get_by_text("Sampling", exact=True).click()
-            for slider, value in zip(SLIDERS, (0, 8)):
-                set_slider(page, slider, value)
-            assert page.input_value("#iteration input").startswith("2 ·")
-            page.fill("#question textarea", question)
-            page.fill("#references textarea", "Rome")
-            page.click("#ask")
-            page.wait_for_function(
-                "document.querySelector('#summary').innerText.includes('→')", timeout=120_000
-            )
-            page.screenshot(path=str(artifacts_dir() / "app-compare.png"), full_page=True)
-            settings = [float(page.input_value(f"{name} input[type=range]")) for name in SLIDERS]
-            assert settings == [0, 8], f"the sliders changed while the app answered: {settings}"
-            assert page.input_value("#initial-answer textarea") == expected.initial
-            assert page.input_value("#correction textarea") == expected.correction
-            assert "Final" in page.inner_text("#initial-final") or "last line" in page.inner_text("#initial-final")
-            assert "correct" in page.inner_text("#correction-final")
-        finally:
-            browser.close()
+    page = open_app(browser, url)
+    page.get_by_text("Sampling", exact=True).click()
+    for slider, value in zip(SLIDERS, (0, 8)):
+        set_slider(page, slider, value)
+    assert page.input_value("#iteration input").startswith("2 ·")
+    page.fill("#question textarea", question)
+    page.fill("#references textarea", "Rome")
+    page.click("#ask")
+    page.wait_for_function("document.querySelector('#summary').innerText.includes('→')", timeout=120_000)
+    page.screenshot(path=str(artifacts_dir() / "app-compare.png"), full_page=True)
+    settings = [float(page.input_value(f"{name} input[type=range]")) for name in SLIDERS]
+    assert settings == [0, 8], f"the sliders changed while the app answered: {settings}"
+    assert page.input_value("#initial-answer textarea") == expected.initial
+    assert page.input_value("#correction textarea") == expected.correction
+    assert "Final answer" in page.inner_text("#initial-final") or (
+        "No Final Answer line" in page.inner_text("#initial-final"))
+    assert "correct" in page.inner_text("#correction-final")
+    assert page.inner_text("#answer-label") == f"Answers of iteration 2 to: {question}"
+
+
+@pytest.mark.slow
+def test_two_compare_clicks_in_a_row_both_run_in_turn_and_each_answer_stays_under_its_question(
+    served: tuple[str, Handlers], browser: Any, slow_engine: SlowEngine
+) -> None:
+    url, app_handlers = served
+    page = open_app(browser, url)
+    temperature, tokens = page_settings(page)
+
+    def answer(question: str, seed: int) -> str:
+        return last(app_handlers.compare(KEY, 2, question, "", temperature, tokens, seed)).initial
+
+    # Two questions whose answers differ (the second asked with another seed when the tiny model needs one).
+    first, first_answer = QUESTIONS[0], answer(QUESTIONS[0], 0)
+    second, seed, second_answer = next(
+        (question, seed, text) for seed in range(6) for question in QUESTIONS[1:]
+        if (text := answer(question, seed)) != first_answer)
+    slow_engine.hold_back()
+    page.evaluate(RECORD_COMPARE)
+    page.fill("#question textarea", first)
+    page.click("#ask")
+    page.wait_for_function("document.querySelector('#answer-label').innerText.includes('to:')", timeout=60_000)
+    page.fill("#question textarea", second)
+    page.fill("#seed input", str(seed))
+    page.press("#seed input", "Tab")
+    page.click("#ask")  # while the first answer is still streaming
+    page.wait_for_function(
+        f"document.querySelector('#answer-label').innerText.endsWith({second!r}) && "
+        "document.querySelector('#summary').innerText.includes('→')", timeout=120_000)
+    asked = [conversation[0]["content"].rsplit("Question: ", 1)[1] for conversation in slow_engine.asked]
+    assert asked == [first, first, second, second]  # both clicks ran, the second after the first
+    assert page.input_value("#initial-answer textarea") == second_answer
+    seen = page.evaluate("window.seen")
+    assert_answers_under_their_own_labels(seen, {first: first_answer, second: second_answer})
+    assert any(first in label for label, _ in seen), "the first answer was never shown"
+
+
+@pytest.mark.slow
+def test_send_then_self_correct_at_once_corrects_the_reply_to_the_new_question(
+    served: tuple[str, Handlers], browser: Any, slow_engine: SlowEngine
+) -> None:
+    url, app_handlers = served
+    page = open_app(browser, url)
+    temperature, tokens = page_settings(page)
+    question = "Which city is test 3?"
+    reply = last(app_handlers.chat(KEY, 2, question, [], False, True, temperature, tokens, 0))
+    expected = last(app_handlers.correct_last(KEY, 2, reply, True, temperature, tokens, 0))
+    slow_engine.hold_back()
+    page.get_by_role("tab", name="Chat").click()
+    page.get_by_label("Follow each reply with a self-correction").uncheck()
+    page.fill("#message textarea", question)
+    page.click("#send")
+    page.click("#correct-last")  # at once: the reply has not started yet
+    page.wait_for_function("document.querySelector('#chatbot').innerText.includes('Self-correction')",
+                           timeout=120_000)
+    page.wait_for_function("document.querySelectorAll('#chatbot [data-testid=bot]').length === 2", timeout=60_000)
+    # The model was asked for the reply to the new question, then for the correction of that very reply.
+    asked = slow_engine.asked
+    assert len(asked) == 2 and asked[0][-1]["content"].endswith(f"Question: {question}")
+    assert asked[1][:2] == [asked[0][0], {"role": "assistant", "content": expected[1]["content"]}]
+    users = page.evaluate("Array.from(document.querySelectorAll('#chatbot [data-testid=user]')).map(e => e.innerText)")
+    assert [text.strip() for text in users] == [question]
+    shown = page.inner_text("#chatbot")
+    assert expected[1]["content"] in shown and expected[2]["content"] in shown
+    assert page.input_value("#message textarea") == ""
+    assert page.inner_text("#chat-status") == "Last reply by iteration 2."
+
+
+@pytest.mark.slow
+def test_switching_iteration_while_generating_keeps_the_answer_under_the_iteration_that_wrote_it(
+    served: tuple[str, Handlers], browser: Any, slow_engine: SlowEngine
+) -> None:
+    url, app_handlers = served
+    page = open_app(browser, url)
+    temperature, tokens = page_settings(page)
+    by_iteration = {
+        question: {iteration: last(app_handlers.compare(KEY, iteration, question, "", temperature, tokens, 0))
+                   for iteration in (1, 2)}
+        for question in QUESTIONS
+    }
+    question = next(q for q, answers in by_iteration.items() if answers[1].initial != answers[2].initial)
+    expected = by_iteration[question]
+    slow_engine.hold_back()
+    page.evaluate(RECORD_COMPARE)
+    page.fill("#question textarea", question)
+    page.click("#ask")
+    page.wait_for_function("document.querySelector('#answer-label').innerText.includes('to:')", timeout=60_000)
+    page.click("#iteration input")
+    page.get_by_role("option", name="1 · iteration 1").click()
+    page.wait_for_function("document.querySelector('#run-info').innerText.includes('of iteration 1')",
+                           timeout=60_000)
+    page.wait_for_function("document.querySelector('#summary').innerText.includes('→')", timeout=120_000)
+    assert page.inner_text("#answer-label") == f"Answers of iteration 2 to: {question}"
+    assert page.input_value("#initial-answer textarea") == expected[2].initial
+    assert page.input_value("#correction textarea") == expected[2].correction
+    page.click("#ask")
+    page.wait_for_function(
+        "document.querySelector('#answer-label').innerText.startsWith('Answers of iteration 1') && "
+        "document.querySelector('#summary').innerText.includes('→')", timeout=120_000)
+    assert page.input_value("#initial-answer textarea") == expected[1].initial
+    labels = {f"iteration {number} to": answers.initial for number, answers in expected.items()}
+    assert_answers_under_their_own_labels(page.evaluate("window.seen"), labels)
+
+
+def overflow(page: Any) -> dict[str, Any]:
+    """How far the page and each table reach past their boxes (0 when everything fits)."""
+    return page.evaluate("""() => ({
+        page: document.documentElement.scrollWidth - window.innerWidth,
+        tables: Array.from(document.querySelectorAll('.stasc-table-wrap')).filter(e => e.offsetParent)
+            .map(e => e.scrollWidth - e.clientWidth),
+    })""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("width", "height"), [(1280, 900), (390, 844)])
+def test_metrics_and_data_tables_fit_a_desktop_window_and_a_phone(
+    served: tuple[str, Handlers], browser: Any, width: int, height: int
+) -> None:
+    url, _ = served
+    page = open_app(browser, url, width, height)
+    page.get_by_role("tab", name="Metrics").click()
+    page.wait_for_selector("#metrics-table table", timeout=60_000)
+    assert page.locator("#metrics-table tbody tr").count() == 3
+    for column in ("acc_t1", "acc_t2", "delta", "i→c", "c→i"):
+        assert page.locator(f"#metrics-table td[data-label='{column}']").first.is_visible()
+    assert overflow(page) == {"page": 0, "tables": [0]}, "the metrics table is cut off"
+    page.screenshot(path=str(artifacts_dir() / f"app-metrics-{width}.png"), full_page=True)
+    page.get_by_role("tab", name="Data").click()
+    page.wait_for_selector("#data-table table", timeout=60_000)
+    assert page.locator("#data-table tbody tr").count() == 4
+    assert page.locator("#data-table td[data-label='correction']").first.is_visible()
+    assert overflow(page) == {"page": 0, "tables": [0]}, "the evaluation table is cut off"
+    page.screenshot(path=str(artifacts_dir() / f"app-data-{width}.png"), full_page=True)
+    page.click("#iteration input")
+    page.get_by_role("option", name="0 · base model").click()
+    page.get_by_text("All sampled corrections, with the filter's decision").click()
+    page.wait_for_function("document.querySelector('#data-note').innerText.includes('no table of sampled')",
+                           timeout=60_000)
+    assert page.locator("#data-table table").count() == 0, "iteration 0 shows an empty corrections table"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -12,10 +13,13 @@ import pytest
 
 from stasc.cli.train import train_main
 
+from testing_utils import assert_documented, documented_messages
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 QA = '{"question": "Capital of France?", "answers": ["Paris"]}\n'
+TINY_MODEL = "<tiny model>"  # replaced by the tiny test model's directory
 
 # (files to create, flags, part of the expected message): every malformed input a user is
 # likely to give train.py, each refused before anything is written.
@@ -32,12 +36,27 @@ BAD_INPUTS = {
                        "qa.jsonl:1: row has no question"),
     "misnamed column": ({"qa.csv": "question,answer\nq,a\n"}, ["--dataset", "qa.csv"],
                         "qa.csv has no column 'answers' (available columns: answer, question). Set --answers-column"),
+    "GSM8K answer without its final line": (
+        {"gsm.jsonl": '{"question": "1+1?", "answer": "1+1=2\\n#### 2"}\n{"question": "2+2?", "answer": "4"}\n'},
+        ["--dataset", "gsm.jsonl"], "gsm.jsonl:2: the GSM8K-style answer in column 'answer' has no final '#### <answer>'"),
     "unsupported file type": ({"qa.txt": "hello\n"}, ["--dataset", "qa.txt"], "unsupported file type '.txt'"),
     "not UTF-8": ({"qa.jsonl": b"\xff\xfe bad"}, ["--dataset", "qa.jsonl"], "is not UTF-8 text"),
     "empty file": ({"qa.jsonl": ""}, ["--dataset", "qa.jsonl"], "qa.jsonl has no questions"),
     "truncated parquet": ({"qa.parquet": b"PAR1 not really"}, ["--dataset", "qa.parquet"],
                           "qa.parquet is not a readable Parquet file"),
     "one question only": ({"qa.jsonl": QA}, ["--dataset", "qa.jsonl"], "too few to hold out a test set"),
+    "JSON array in a .jsonl file": ({"qa.jsonl": "[" + QA.strip() + ",\n " + QA.strip() + "]\n"},
+                                    ["--dataset", "qa.jsonl"], "qa.jsonl holds one JSON array, not JSON lines"),
+    "CSV separated by semicolons": ({"qa.csv": "question;answers\nq1;Paris\nq2;Rome\n"}, ["--dataset", "qa.csv"],
+                                    "its fields are separated by ';'"),
+    "NaN answer in a CSV": ({"qa.csv": "question,answers\nq1,Paris\nq2,NaN\nq3,Rome\n"}, ["--dataset", "qa.csv"],
+                            "qa.csv, row 2: row has no answers in column 'answers'"),
+    "answer empty once normalised": ({"qa.jsonl": QA + '{"question": "q2", "answers": ["...", "The"]}\n'},
+                                     ["--dataset", "qa.jsonl"],
+                                     "qa.jsonl:2: column 'answers': the answers ['...', 'The'] are empty once normalised"),
+    "question over the length limit": ({"qa.jsonl": QA + json.dumps({"question": "why " * 501, "answers": ["x"]}) + "\n"},
+                                       ["--dataset", "qa.jsonl"],
+                                       "qa.jsonl:2: the question in column 'question' has 2,003 characters"),
     # configs
     "YAML syntax error": ({"c.yaml": "iterations: [1\n"}, ["--config", "c.yaml"], "c.yaml:2:1: invalid YAML"),
     "YAML unknown key": ({"c.yaml": "iteratons: 3\n"}, ["--config", "c.yaml"],
@@ -46,6 +65,7 @@ BAD_INPUTS = {
                         "iterations has value 'three', which is not a valid int"),
     "YAML not a mapping": ({"c.yaml": "- 1\n- 2\n"}, ["--config", "c.yaml"], "expected a mapping of setting: value"),
     "missing config": ({}, ["--config", "nope.yaml"], "Config file not found: nope.yaml"),
+    "config that is a directory": ({"configs/.keep": ""}, ["--config", "configs"], "--config configs is a directory"),
     # flags
     "unknown variant": ({}, ["--variant", "XYZ"], "Unknown variant 'XYZ'"),
     "zero samples": ({}, ["--n-init", "0"], "--n-init must be at least 1"),
@@ -53,6 +73,8 @@ BAD_INPUTS = {
     "top-p above one": ({}, ["--top-p", "1.5"], "--top-p must satisfy 0 < p <= 1"),
     "zero learning rate": ({}, ["--learning-rate", "0"], "--learning-rate must be greater than 0"),
     "unknown reward": ({}, ["--reward", "bleu"], "Invalid --reward 'bleu'. Choose one of: in_acc, em, f1."),
+    "QA reward with the math task": ({}, ["--task", "math", "--reward", "em"],
+                                     "--task math always scores the final answer by mathematical equivalence"),
     "unknown dtype": ({}, ["--dtype", "float8"], "Did you mean 'float32'?"),
     "batch not divisible": ({}, ["--train-batch-size", "6", "--gradient-accumulation-steps", "4"],
                             "must be a multiple of"),
@@ -60,6 +82,14 @@ BAD_INPUTS = {
     "warmup ratio above one": ({}, ["--warmup-ratio", "1.5"], "--warmup-ratio must satisfy 0 <= r < 1"),
     "vLLM without vLLM": ({}, ["--backend", "vllm"], "--backend vllm needs the vllm package"),
     "output dir is a file": ({"taken": "x"}, ["--output-dir", "taken"], "--output-dir taken is a file"),
+    "output dir with a trailing space": ({}, ["--output-dir", "runs/a "], "--output-dir 'runs/a ' begins or ends with"),
+    "negative seed": ({}, ["--seed", "-1"], "--seed must be between 0 and 9223372036854775807 (2**63 - 1), got -1"),
+    "seed beyond 2**63 - 1": ({}, ["--seed", str(2**63)], "--seed must be between 0 and 9223372036854775807"),
+    "question length limit below one": ({}, ["--max-question-chars", "0"], "--max-question-chars must be at least 1"),
+    "LoRA target that matches no layer": ({}, ["--model", TINY_MODEL, "--lora-target-modules", "not_a_module"],
+                                          "--lora-target-modules not_a_module matches no layer of the model"),
+    "max-seq-length too short for any conversation": ({}, ["--model", TINY_MODEL, "--max-seq-length", "16"],
+                                                      "--max-seq-length 16 is too short for any training conversation"),
     # model paths
     "misspelled bundled": ({}, ["--model", "bundeld"], "Did you mean 'bundled'"),
     "model path that does not exist": ({}, ["--model", "/nonexistent/model"],
@@ -73,8 +103,12 @@ BAD_INPUTS = {
 }
 
 
-@pytest.mark.parametrize(("files", "flags", "message"), BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
-def test_bad_input_corpus_fails_cleanly_and_writes_nothing(tmp_path, monkeypatch, capsys, files, flags, message) -> None:
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_corpus_fails_cleanly_and_writes_nothing(tmp_path, monkeypatch, capsys, request, case) -> None:
+    files, flags, message = BAD_INPUTS[case]
+    if TINY_MODEL in flags:
+        model = str(request.getfixturevalue("tiny_model_dir"))
+        flags = [model if flag == TINY_MODEL else flag for flag in flags]
     monkeypatch.chdir(tmp_path)
     for name, content in files.items():
         Path(name).parent.mkdir(parents=True, exist_ok=True)
@@ -86,10 +120,21 @@ def test_bad_input_corpus_fails_cleanly_and_writes_nothing(tmp_path, monkeypatch
     assert message in err, err[-1000:]
     assert "Traceback" not in err
     assert sorted(str(path) for path in tmp_path.rglob("*")) == before, "nothing is created, not even a run dir"
+    assert_documented(case, err)
 
 
 def test_corpus_is_large() -> None:
     assert len(BAD_INPUTS) >= 25
+
+
+def test_every_row_of_the_robustness_table_is_checked_by_a_test() -> None:
+    """docs/robustness.md lists only what a test checks: the corpus above, and assert_documented elsewhere."""
+    checked = set(BAD_INPUTS)
+    for test_file in Path(__file__).parent.glob("test_*.py"):
+        checked |= set(re.findall(r'assert_documented\(\s*"([^"]+)"', test_file.read_text(encoding="utf-8")))
+    documented = set(documented_messages())
+    assert documented - checked == set(), "rows no test checks"
+    assert checked - documented == set(), "checked bad inputs missing from docs/robustness.md"
 
 
 def test_mistyped_flag_names_the_right_one(capsys) -> None:

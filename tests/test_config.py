@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from stasc.config import VARIANTS, StascConfig, build_parser, config_from_args
+from stasc.config import TASK_INSTRUCTIONS, VARIANTS, StascConfig, build_parser, config_from_args
 from stasc.errors import StascError
 
 REQUIRED_FLAGS = (
@@ -134,3 +134,40 @@ def test_self_correction_settings_are_checked() -> None:
     ):
         with pytest.raises(StascError, match=message):
             config_from_args(flags)
+
+
+def test_star_refuses_the_correction_levers() -> None:
+    assert config_from_args(["--method", "star"]).method == "star"
+    with pytest.raises(StascError, match="--method star trains on initial answers only"):
+        config_from_args(["--method", "star", "--own-answer-fixes"])
+    with pytest.raises(StascError, match="--eval-rounds must be at least 1"):
+        config_from_args(["--eval-rounds", "0"])
+
+
+def test_math_task_brings_its_instructions_unless_they_are_given(tmp_path: Path) -> None:
+    math = config_from_args(["--task", "math"])
+    assert (math.instructions, math.correction_instructions) == TASK_INSTRUCTIONS["math"]
+    assert "\\boxed{}" in math.instructions
+    qa = config_from_args([])
+    assert (qa.task, qa.instructions, qa.correction_instructions) == ("qa", *TASK_INSTRUCTIONS["qa"])
+    mine = config_from_args(["--task", "math", "--instructions", "Solve it."])
+    assert (mine.instructions, mine.correction_instructions) == ("Solve it.", TASK_INSTRUCTIONS["math"][1])
+    path = tmp_path / "math.yaml"
+    path.write_text("task: math\ncorrection_instructions: Check it.\n")
+    from_yaml = config_from_args(["--config", str(path)])
+    assert (from_yaml.instructions, from_yaml.correction_instructions) == (TASK_INSTRUCTIONS["math"][0], "Check it.")
+
+
+def test_math_task_refuses_the_qa_reward_flags() -> None:
+    with pytest.raises(StascError, match="--task math always scores the final answer by mathematical equivalence"):
+        config_from_args(["--task", "math", "--reward", "em"])
+    with pytest.raises(StascError, match="Drop those flags, or use --task qa"):
+        config_from_args(["--task", "math", "--answer-extraction", "final_answer"])
+    with pytest.raises(StascError, match="Invalid --task 'maths'.*Did you mean 'math'"):
+        config_from_args(["--task", "maths"])
+
+
+def test_help_says_what_each_task_evaluates() -> None:
+    text = " ".join(build_parser().format_help().split())
+    assert "--task {qa,math}" in text
+    assert "evaluated by in-accuracy" in text and "evaluated by that same math accuracy" in text

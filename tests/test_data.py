@@ -12,10 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from stasc.core.rewards import normalize_answer
 from stasc.data import (
     normalize_question,
     BUILTIN_DATASET,
     QAExample,
+    RowRules,
     builtin_dataset_path,
     load_qa_file,
     load_qa_splits,
@@ -458,6 +460,88 @@ def test_missing_answers_key_on_one_line(tmp_path: Path) -> None:
         load_qa_file(path)
 
 
+@pytest.mark.parametrize(
+    ("content", "suffix"),
+    [
+        ("question,answers\nq1,Paris\nq2,NaN\n", ".csv"),  # how pandas writes a missing value
+        ('question,answers\nq1,Paris\nq2,"[nan]"\n', ".csv"),  # a list column with a missing value
+        ('{"question": "q1", "answers": ["Paris"]}\n{"question": "q2", "answers": NaN}\n', ".jsonl"),
+        ('{"question": "q1", "answers": ["Paris"]}\n{"question": "q2", "answers": [NaN, null]}\n', ".jsonl"),
+    ],
+)
+def test_nan_is_a_missing_answer_not_the_answer_nan(tmp_path: Path, content: str, suffix: str) -> None:
+    path = tmp_path / f"nan{suffix}"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(StascError, match="row has no answers in column 'answers'"):
+        load_qa_file(path)
+
+
+def test_nan_beside_real_answers_is_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "nan.csv"
+    path.write_text('question,answers\nq1,"[\'Paris\', nan]"\n', encoding="utf-8")
+    assert load_qa_file(path)[0].answers == ("Paris",)
+    table = tmp_path / "nan.parquet"
+    pq.write_table(pa.table({"question": ["q1", "q2"], "answers": [1.5, float("nan")]}), table)
+    with pytest.raises(StascError, match=re.escape(f"{table}, row 2: row has no answers")):
+        load_qa_file(table)
+
+
+def test_answers_that_normalise_to_nothing_are_refused_with_the_line_and_column(tmp_path: Path, caplog) -> None:
+    path = write_jsonl(tmp_path / "qa.jsonl", [{"question": "q1", "answers": ["Paris", "--", "the"]},
+                                               {"question": "q2", "answers": ["\u200b", "A."]}])
+    assert load_qa_file(path)[1].answers == ("\u200b", "A."), "without the run's normalisation nothing is checked"
+    with pytest.raises(StascError) as refused:
+        load_qa_file(path, rules=RowRules(normalize=normalize_answer))
+    assert str(refused.value).startswith(
+        f"{path}:2: column 'answers': the answers ['\\u200b', 'A.'] are empty once normalised"
+    )
+    path = write_jsonl(tmp_path / "qa.jsonl", [{"question": "q1", "answers": ["Paris", "--", "the"]}])
+    with caplog.at_level(logging.WARNING):
+        assert load_qa_file(path, rules=RowRules(normalize=normalize_answer))[0].answers == ("Paris",)
+    assert f"Dropped 2 answers that are empty once normalised" in caplog.text and f"{path}:1 '--'" in caplog.text
+
+
+def test_a_question_over_the_length_limit_names_its_line(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "qa.jsonl", [{"question": "q" * 2000, "answers": ["a"]},
+                                               {"question": "q" * 2001, "answers": ["a"]}])
+    assert len(load_qa_file(path)) == 2, "no limit unless the run sets one"
+    with pytest.raises(StascError) as refused:
+        load_qa_file(path, rules=RowRules(max_question_chars=2000))
+    assert str(refused.value) == (
+        f"{path}:2: the question in column 'question' has 2,001 characters, more than --max-question-chars (2,000). "
+        "Shorten it or remove the row, or raise --max-question-chars."
+    )
+    train = write_jsonl(tmp_path / "train.jsonl", [{"question": "q" * 10, "answers": ["a"]}])
+    test = write_jsonl(tmp_path / "test.jsonl", [{"question": "q" * 11, "answers": ["a"]}])
+    with pytest.raises(StascError, match=re.escape(f"{test}:1: the question")):
+        load_qa_splits(str(train), test_dataset=str(test), rules=RowRules(max_question_chars=10))
+
+
+def test_a_json_array_in_a_jsonl_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "qa.jsonl"
+    path.write_text(json.dumps(numbered_rows(2), indent=2), encoding="utf-8")
+    with pytest.raises(StascError) as refused:
+        load_qa_file(path)
+    assert str(refused.value) == (
+        f"{path} holds one JSON array, not JSON lines (one object per line). Rename it to qa.json, or write one "
+        "object per line."
+    )
+    renamed = path.rename(tmp_path / "qa.json")
+    assert len(load_qa_file(renamed)) == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "found"),
+    [("qa.csv", "question;answers\nq;a\n", "';'"), ("qa.csv", "question\tanswers\nq\ta\n", "'\\t'"),
+     ("qa.tsv", "question,answers\nq,a\n", "','")],
+)
+def test_a_file_with_another_separator_is_named(tmp_path: Path, name: str, content: str, found: str) -> None:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(StascError, match=re.escape(f"its fields are separated by {found}")):
+        load_qa_file(path)
+
+
 @pytest.mark.parametrize("question", ["", "   ", None])
 def test_empty_question_names_the_line(tmp_path: Path, question: str | None) -> None:
     path = write_jsonl(tmp_path / "gaps.jsonl", [{"question": "q", "answers": ["a"]},
@@ -607,3 +691,81 @@ def test_validation_is_held_out_by_question_id_whatever_the_order_and_limits() -
     assert len(shuffled_train) == 5 and len(shuffled_validation) == 3
     with pytest.raises(StascError, match="too few"):
         split_validation(questions[:1], 0.25)
+
+
+# Math data: GSM8K style (question, answer ending in '#### n') and MATH-500 style (problem, answer)
+
+GSM8K_ROWS = [
+    {"question": "Tom has 3 apples and buys 4 more. How many does he have?",
+     "answer": "He has 3 + 4 = <<3+4=7>>7 apples.\n#### 7"},
+    {"question": "A bike costs $1,200 and a helmet $50. What do both cost?",
+     "answer": "Both cost 1200 + 50 = <<1200+50=1250>>1250 dollars.\n#### 1,250"},
+    {"question": "Half of 9?", "answer": "9 / 2 = 4.5\n#### 4.5"},
+]
+MATH_ROWS = [
+    {"problem": "Solve $x^2 = 4$ for $x > 0$.", "answer": "2", "unique_id": "test/algebra/1.json"},
+    {"problem": "For which $x$ is $\\sqrt{x(1-x)}$ real?", "answer": "[0,1]", "subject": "Algebra"},
+    {"problem": "What is $\\frac{2}{4}$ in lowest terms?", "answer": "\\frac{1}{2}"},
+    {"problem": "How many sides has a hexagon?", "answer": 6},
+]
+
+
+def test_gsm8k_style_file_gives_the_final_number_and_keeps_the_solution_out(tmp_path: Path) -> None:
+    examples = load_qa_file(write_jsonl(tmp_path / "gsm.jsonl", GSM8K_ROWS))
+    assert [example.answers for example in examples] == [("7",), ("1,250",), ("4.5",)]
+    assert [example.question for example in examples] == [row["question"] for row in GSM8K_ROWS]
+    assert examples[0].id == "gsm-1"
+
+
+def test_math500_style_file_keeps_each_answer_as_written(tmp_path: Path) -> None:
+    examples = load_qa_file(write_jsonl(tmp_path / "math.jsonl", MATH_ROWS))
+    assert examples == [
+        QAExample("math-1", MATH_ROWS[0]["problem"], ("2",)),
+        QAExample("math-2", MATH_ROWS[1]["problem"], ("[0,1]",)),  # an interval, not a list of two answers
+        QAExample("math-3", MATH_ROWS[2]["problem"], ("\\frac{1}{2}",)),
+        QAExample("math-4", MATH_ROWS[3]["problem"], ("6",)),
+    ]
+
+
+def test_math500_style_parquet_reads_its_columns_from_a_wide_file(tmp_path: Path) -> None:
+    path = tmp_path / "math.parquet"
+    pq.write_table(pa.table({"problem": ["1+1?"], "solution": ["It is \\boxed{2}."], "answer": ["2"]}), path)
+    assert load_qa_file(path) == [QAExample("math-1", "1+1?", ("2",))]
+
+
+def test_gsm8k_answer_without_its_final_line_names_the_line_and_the_fix(tmp_path: Path) -> None:
+    rows = [*GSM8K_ROWS[:2], {"question": "Three times 4?", "answer": "3 * 4 = 12"}]
+    path = write_jsonl(tmp_path / "gsm.jsonl", rows)
+    with pytest.raises(StascError) as error:
+        load_qa_splits(str(path))
+    assert str(error.value) == (
+        f"{path}:3: the GSM8K-style answer in column 'answer' has no final '#### <answer>' line, which gives the "
+        "reference answer. Add that line (e.g. '#### 42') or remove the row; for plain reference answers, pass "
+        "--answers-column answer."
+    )
+
+
+def test_plain_answer_column_still_needs_the_flag(tmp_path: Path) -> None:
+    """A QA file with an 'answer' column and no '####' is no GSM8K file: the column flag is still asked for."""
+    path = write_jsonl(tmp_path / "nq.jsonl", [{"question": "Capital of France?", "answer": ["Paris"]},
+                                               {"question": "Capital of Italy?", "answer": "Rome"}])
+    with pytest.raises(StascError, match="has no column 'answers'.*Did you mean 'answer'"):
+        load_qa_file(path)
+    assert load_qa_file(path, answers_column="answer")[0].answers == ("Paris",)
+
+
+@pytest.mark.usefixtures("offline_datasets")
+def test_math_data_folders_load_through_datasets_with_split_slices(tmp_path: Path) -> None:
+    """Hub data sets go through `datasets`: GSM8K with train and test splits, MATH-500 with one 'test' split
+    cut in two by slices, as configs/qwen2.5-1.5b-math500-gpu.yaml does."""
+    (tmp_path / "gsm8k").mkdir()
+    write_jsonl(tmp_path / "gsm8k" / "train.jsonl", GSM8K_ROWS[:2])
+    write_jsonl(tmp_path / "gsm8k" / "test.jsonl", GSM8K_ROWS[2:])
+    train, test = load_qa_splits("gsm8k", test_split="test")
+    assert [e.answers for e in train] == [("7",), ("1,250",)] and test[0].answers == ("4.5",)
+
+    (tmp_path / "math500").mkdir()
+    write_jsonl(tmp_path / "math500" / "test.jsonl", [{**row, "answer": str(row["answer"])} for row in MATH_ROWS])
+    train, test = load_qa_splits("math500", train_split="test[:3]", test_split="test[3:]")
+    assert [e.answers for e in train] == [("2",), ("[0,1]",), ("\\frac{1}{2}",)]
+    assert test == [QAExample("math500-test[3:]-1", MATH_ROWS[3]["problem"], ("6",))]

@@ -10,6 +10,7 @@ from stasc.core.filtering import (
     count_transitions,
     keep_correction,
     kept_pairs,
+    own_answer_fixes,
     spread_over_groups,
 )
 
@@ -200,3 +201,20 @@ def test_kept_pairs_rejects_unknown_modes_and_mismatched_lengths() -> None:
         kept_pairs([0], [1], [], "improving")
     with pytest.raises(ValueError, match="0 or 1"):
         kept_pairs([0, 0], [1, 2], ["a", "b"], "improving")
+
+
+def test_own_answer_fixes_pair_unfixed_wrong_answers_with_a_right_answer_to_the_same_question() -> None:
+    rows = [  # (question, initial index, initial reward, output, output reward): each answer, then its corrections
+        ("a", 0, 0, "Lyon", 0), ("a", 0, 0, "Lyon.", 0),  # wrong, not fixed: gets one of a's right answers
+        ("a", 1, 1, "Paris", 1), ("a", 1, 1, "It is Paris", 1),
+        ("a", 2, 0, "Nice", 0), ("a", 2, 0, "Paris!", 1),  # fixed by its own correction: nothing to add
+        ("b", 0, 0, "Oslo", 0), ("b", 0, 0, "Bergen", 0),  # b never answered right: nothing to borrow
+    ]
+    question, index, initial, output, reward = (list(column) for column in zip(*rows, strict=True))
+    fixes = own_answer_fixes(question, index, initial, output, reward, seed=0)
+    assert set(fixes) == {("a", 0)}
+    assert fixes[("a", 0)] in {"Paris", "It is Paris", "Paris!"}
+    drawn = {own_answer_fixes(question, index, initial, output, reward, seed=seed)[("a", 0)] for seed in range(20)}
+    assert len(drawn) > 1, "the seed chooses among the right answers"
+    with pytest.raises(ValueError, match="0 or 1"):
+        own_answer_fixes(["a"], [0], [0], ["x"], [2])

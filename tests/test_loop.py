@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from stasc.config import PAPER_VARIANTS, StascConfig
 from stasc.errors import StascError
-from stasc.run.loop import StascRun
-from stasc.run.manifest import read_manifest
+from stasc.run.loop import StascRun, check_resumable
+from stasc.run.manifest import read_manifest, write_manifest
 
-from testing_utils import make_config
+from testing_utils import assert_documented, make_config
 
 
 class RecordingSampler:
@@ -169,6 +173,16 @@ KILL_POINTS = [  # in the order a run reaches them; each resumed process is kill
     ("replace:run.json", 3),  # the last manifest write, that marks the run complete
 ]
 REPO = Path(__file__).resolve().parents[1]
+TRAIN = [sys.executable, str(REPO / "train.py")]
+
+
+def train_flags(model: Path, questions: tuple[Path, Path], output: Path) -> list[str]:
+    """train.py's flags for a two-iteration run of the tiny model, as make_config sets it up."""
+    train, test = questions
+    return ["--model", str(model), "--dataset", str(train), "--test-dataset", str(test),
+            "--output-dir", str(output), "--iterations", "2", "--n-init", "3", "--n-corr", "3",
+            "--max-new-tokens", "4", "--dtype", "float32", "--train-batch-size", "4", "--learning-rate", "5e-3",
+            "--variant", "EIE", "--generation-batch-size", "6", "--log-level", "warning"]
 
 
 def comparable(manifest: dict) -> dict:
@@ -200,13 +214,8 @@ def assert_consistent(run_dir: Path) -> None:
 def test_sigkill_anywhere_then_the_same_command_finishes_with_identical_results(
     tmp_path, tiny_model_dir, city_questions
 ) -> None:
-    train, test = city_questions
-
     def command(output: Path) -> list[str]:
-        return ["--model", str(tiny_model_dir), "--dataset", str(train), "--test-dataset", str(test),
-                "--output-dir", str(output), "--iterations", "2", "--n-init", "3", "--n-corr", "3",
-                "--max-new-tokens", "4", "--dtype", "float32", "--train-batch-size", "4", "--learning-rate", "5e-3",
-                "--variant", "EIE", "--generation-batch-size", "6", "--log-level", "warning"]
+        return train_flags(tiny_model_dir, city_questions, output)
 
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     subprocess.run([sys.executable, str(REPO / "train.py"), *command(reference)], check=True, cwd=REPO)
@@ -263,17 +272,13 @@ def test_empty_filter_carries_the_model_forward(tmp_path, tiny_model_dir, city_q
     for entry in manifest["iterations"][1:]:
         assert entry["kept_examples"] == 0
         assert entry["adapter"] is None, "M_n is M0 carried forward"
-        assert "kept no corrections" in entry["warnings"][0]
+        assert "nothing was kept to train on" in entry["warnings"][0]
     assert pd.read_parquet(Path(config.output_dir) / manifest["iterations"][1]["train_data"]).empty
 
 
 def test_damaged_files_are_named_with_the_way_out(tmp_path, tiny_run) -> None:
-    import shutil
-
-    from stasc.run.manifest import read_manifest as read
-
     run_dir = Path(shutil.copytree(tiny_run, tmp_path / "run"))
-    config = StascConfig(**{**read(run_dir)["config"], "output_dir": str(run_dir), "iterations": 3})
+    config = StascConfig(**{**read_manifest(run_dir)["config"], "output_dir": str(run_dir), "iterations": 3})
     corrections = run_dir / "iteration_01" / "corrections.parquet"
     corrections.write_bytes(corrections.read_bytes()[:100])  # truncated by a crash or a full disk
     (run_dir / "iteration_02" / "initial_answers.parquet").unlink()
@@ -300,7 +305,7 @@ class ChunkCheckingSampler(RecordingSampler):
         assert len(conversations) <= self.chunk, f"{desc}: {len(conversations)} prompts in one call"
         earlier = sum(1 for name, _ in self.sizes if name == desc)
         parts = {"initial answers": "initial_answers", "corrections": "corrections", "eval initial": "evaluation_initial",
-                 "eval corrections": "evaluation"}
+                 "eval corrections": "evaluation_round1"}
         step = desc.split(" ", 2)[2]
         iteration = int(desc.split(" ")[1])
         written = sorted((self.run_dir / f"iteration_{iteration:02d}" / f"{parts[step]}.parts").glob("chunk-*.parquet"))
@@ -418,6 +423,269 @@ def test_validation_questions_come_from_training_and_are_not_trained_on(tmp_path
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [5000, 2**63 - 1])
 def test_any_seed_trains(tmp_path, tiny_model_dir, city_questions, seed):
-    config = make_config(tmp_path, tiny_model_dir, city_questions, iterations=1, seed=seed, variant="ENF")
+    """`python train.py --seed 5000 ...` (numpy, which Trainer seeds, takes only 32-bit seeds)."""
+    run_dir = tmp_path / "run"
+    flags = [*train_flags(tiny_model_dir, city_questions, run_dir), "--iterations", "1", "--seed", str(seed)]
+    result = subprocess.run([*TRAIN, *flags], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = read_manifest(run_dir)
+    assert manifest["config"]["seed"] == seed and manifest["iterations"][1]["training"]["steps"] >= 1
+
+
+@pytest.mark.slow
+def test_own_answer_fixes_train_wrong_answers_towards_the_models_own_right_ones(tmp_path, tiny_model_dir, city_questions):
+    config = make_config(tmp_path, tiny_model_dir, city_questions, iterations=1, own_answer_fixes=True, variant="EBF",
+                         keep_ratio=0.5, n_init=4, n_corr=1, temperature=1.5)
     manifest = start(config)[0].run()
-    assert manifest["iterations"][1]["training"]["steps"] >= 1
+    entry = manifest["iterations"][1]
+    run_dir = Path(config.output_dir)
+    corrections = pd.read_parquet(run_dir / entry["corrections"])
+    train = pd.read_parquet(run_dir / entry["train_data"])
+    borrowed = train[train["source"] == "own_answer"]
+    assert len(borrowed) == entry["train"]["own_answer_fixes"] > 0
+    right = corrections[corrections["correction_reward"] == 1].groupby("question_id")["correction"].apply(set)
+    right_initial = corrections[corrections["initial_reward"] == 1].groupby("question_id")["initial_answer"].apply(set)
+    for row in borrowed.itertuples():
+        assert row.initial_reward == 0 and row.correction_reward == 1
+        assert row.correction in right.get(row.question_id, set()) | right_initial.get(row.question_id, set())
+        assert row.messages[-1]["content"] == row.correction and row.messages[1]["content"] == row.initial_answer
+    fixes = int((train["initial_reward"] == 0).sum())
+    assert int((train["initial_reward"] == 1).sum()) <= 0.5 * fixes, "borrowed fixes count for the balanced filter"
+
+
+@pytest.mark.slow
+def test_star_trains_on_right_initial_answers_without_a_correction_turn(tmp_path, tiny_model_dir, city_questions):
+    config = make_config(tmp_path, tiny_model_dir, city_questions, iterations=1, method="star", variant="EIF")
+    run, recorder = start(config)
+    manifest = run.run()
+    entry = manifest["iterations"][1]
+    run_dir = Path(config.output_dir)
+    assert manifest["config"]["method"] == "star"
+    assert "corrections" not in entry and not (run_dir / "iteration_01" / "corrections.parquet").exists()
+    assert "iter 1 corrections" not in dict(recorder.calls), "STaR samples no corrections to train on"
+    initial = pd.read_parquet(run_dir / entry["initial_answers"])
+    train = pd.read_parquet(run_dir / entry["train_data"])
+    assert len(train) == int(initial["initial_reward"].sum()) == entry["kept_examples"] > 0
+    for row in train.itertuples():
+        assert [message["role"] for message in row.messages] == ["user", "assistant"]
+        assert row.messages[-1]["content"] == row.initial_answer and row.initial_reward == 1
+    assert entry["training"]["steps"] >= 1
+    evaluation = pd.read_parquet(run_dir / entry["evaluation"])
+    assert evaluation["correction"].map(type).eq(str).all(), "evaluation still asks for a correction"
+
+
+@pytest.mark.slow
+def test_eval_rounds_correct_the_previous_correction(tmp_path, tiny_model_dir, city_questions):
+    config = make_config(tmp_path, tiny_model_dir, city_questions, iterations=0, eval_rounds=3, eval_samples=2)
+    run, recorder = start(config)
+    prompts = {}
+    inner = recorder.sample
+
+    def noting(conversations, num_samples, *, adapter, seed, desc, temperature=None):
+        prompts[desc] = conversations
+        return inner(conversations, num_samples, adapter=adapter, seed=seed, desc=desc, temperature=temperature)
+
+    recorder.sample = noting
+    manifest = run.run()
+    entry = manifest["iterations"][0]
+    evaluation = pd.read_parquet(Path(config.output_dir) / entry["evaluation"])
+    assert len(evaluation) == 4 * 2
+    third = prompts["iter 0 eval round 3"]
+    for conversation, row in zip(third, evaluation.itertuples(), strict=True):
+        assert [m["content"] for m in conversation if m["role"] == "assistant"] == [
+            row.initial_answer, row.correction, row.correction_2]
+        assert [m["role"] for m in conversation] == ["user", "assistant", "user", "assistant", "user", "assistant", "user"]
+    metrics, intervals = entry["metrics"], entry["intervals"]
+    per_question = evaluation.groupby("question_id").mean(numeric_only=True)
+    for turn, column in ((1, "initial_in_acc"), (2, "correction_in_acc"), (3, "correction_2_in_acc"),
+                         (4, "correction_3_in_acc")):
+        assert metrics[f"acc_t{turn}"] == pytest.approx(per_question[column].mean())
+        assert f"acc_t{turn}" in intervals
+    assert metrics["delta_t2_t3"] == pytest.approx(metrics["acc_t3"] - metrics["acc_t2"])
+    assert metrics["i_to_c_t3_t4"] - metrics["c_to_i_t3_t4"] == pytest.approx(metrics["delta_t3_t4"])
+    assert metrics["delta_t1_t4"] == pytest.approx(metrics["acc_t4"] - metrics["acc_t1"])
+    assert not list(Path(config.output_dir).rglob("*.parts"))
+
+
+def files_of(run_dir: Path, leave_out: tuple[str, ...] = ()) -> dict[Path, bytes]:
+    return {path: path.read_bytes() for path in sorted(run_dir.rglob("*")) if path.is_file() and path.name not in leave_out}
+
+
+def wait_until_stopped(pid: int, timeout: float = 600) -> None:
+    """Until the process has stopped itself with SIGSTOP (state T in /proc)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "T":
+            return
+        if state == "Z":
+            raise AssertionError("the first run ended before it reached its stopping point")
+        time.sleep(0.2)
+    raise AssertionError("the first run never reached its stopping point")
+
+
+@pytest.mark.slow
+def test_a_second_run_on_a_directory_in_use_is_refused_and_loses_no_file(tmp_path, tiny_model_dir, city_questions):
+    run_dir = tmp_path / "run"
+    flags = train_flags(tiny_model_dir, city_questions, run_dir)
+    log = tmp_path / "first.log"
+    with open(log, "w") as output:  # stopped with a finished temporary file not yet renamed into place
+        first = subprocess.Popen(
+            [sys.executable, str(REPO / "tests" / "kill_at.py"), "replace:corrections.parquet", "1", "--", *flags],
+            cwd=REPO, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, "KILL_AT_SIGNAL": "SIGSTOP"},
+        )
+    try:
+        wait_until_stopped(first.pid)
+        assert list(run_dir.rglob(".tmp-corrections.parquet.*")), "the first run is in the middle of a write"
+        before = files_of(run_dir)
+        second = subprocess.run([*TRAIN, *flags], cwd=REPO, capture_output=True, text=True)
+        assert second.returncode == 2, second.stderr[-3000:]
+        assert f"is in use by another stasc process (pid {first.pid})" in second.stderr
+        assert "Traceback" not in second.stderr
+        assert_documented("a second run on a directory in use", second.stderr)
+        assert files_of(run_dir) == before, "the second run changed or deleted nothing, not even temporary files"
+        first.send_signal(signal.SIGCONT)
+        assert first.wait(timeout=600) == 0, log.read_text()[-3000:]
+    finally:
+        first.kill()
+        first.wait()
+    manifest = read_manifest(run_dir)
+    assert manifest["status"] == "complete" and len(manifest["iterations"]) == 3
+    assert not list(run_dir.rglob(".tmp-*")) and not (run_dir / "run.lock").exists()
+
+
+@pytest.mark.slow
+def test_a_deleted_adapter_is_redone_once_its_iteration_directory_is_deleted(tmp_path, tiny_run) -> None:
+    run_dir = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    config = StascConfig(**{**read_manifest(run_dir)["config"], "output_dir": str(run_dir), "iterations": 3})
+    (run_dir / "iteration_02" / "adapter" / "adapter_model.safetensors").unlink()
+    with pytest.raises(StascError) as missing:
+        StascRun(config).run()  # iteration 3 starts from M_2
+    assert_documented("a deleted adapter file", str(missing.value))
+    shutil.rmtree(run_dir / "iteration_01")
+    with pytest.raises(StascError) as out_of_order:
+        StascRun(config).run()
+    assert_documented("an iteration directory deleted before a later one", str(out_of_order.value))
+    shutil.copytree(tiny_run / "iteration_01", run_dir / "iteration_01")
+    kept = files_of(run_dir / "iteration_01") | files_of(run_dir / "iteration_00")
+    shutil.rmtree(run_dir / "iteration_02")  # what the message says to do
+    manifest = StascRun(config).run()
+    assert [entry["iteration"] for entry in manifest["iterations"]] == [0, 1, 2, 3]
+    assert comparable(manifest)["iterations"][:2] == comparable(read_manifest(tiny_run))["iterations"][:2]
+    assert (files_of(run_dir / "iteration_01") | files_of(run_dir / "iteration_00")) == kept
+    load_file(str(run_dir / "iteration_02" / "adapter" / "adapter_model.safetensors"))
+
+
+def config_file(path: Path, config: dict, **changes) -> Path:
+    """A run's settings (run.json's config) as a --config YAML file."""
+    path.write_text(yaml.safe_dump({**config, **changes}))
+    return path
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_the_adapter_is_saved_stops_cleanly_and_the_run_resumes(tmp_path, tiny_run, small_disk):
+    run_dir = Path(shutil.copytree(tiny_run, small_disk(1024) / "run"))
+    # as a run stopped after writing iteration 2's training data: no adapter, training report or evaluation yet
+    manifest = read_manifest(run_dir)
+    manifest["iterations"].pop()
+    manifest["status"] = "running"
+    write_manifest(run_dir, manifest)
+    shutil.rmtree(run_dir / "iteration_02" / "adapter")
+    (run_dir / "iteration_02" / "training.json").unlink()
+    (run_dir / "iteration_02" / "evaluation.parquet").unlink()
+    settings = config_file(tmp_path / "run.yaml", manifest["config"], output_dir=str(run_dir))
+    before = files_of(run_dir, leave_out=("run.json",))
+    disk = os.statvfs(run_dir)
+    filler = run_dir.parent / "filler"
+    filler.write_bytes(b"\0" * (disk.f_bavail * disk.f_frsize - 24 * 1024))  # room for run.json, not the adapter
+    result = subprocess.run([*TRAIN, "--config", str(settings)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert_documented("a full disk while the adapter is saved", result.stderr)
+    assert files_of(run_dir, leave_out=("run.json",)) == before, "nothing written before changed"
+    assert read_manifest(run_dir)["iterations"] == manifest["iterations"]
+    assert not (run_dir / "iteration_02" / "adapter").exists() and not list(run_dir.rglob(".tmp-*"))
+    filler.unlink()
+    result = subprocess.run([*TRAIN, "--config", str(settings)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read_manifest(run_dir)["status"] == "complete" and len(read_manifest(run_dir)["iterations"]) == 3
+
+
+@pytest.mark.slow
+def test_a_read_only_run_directory_is_named_and_left_as_it_was(tmp_path, tiny_run, freezable_dir) -> None:
+    directory, freeze = freezable_dir
+    run_dir = Path(shutil.copytree(tiny_run, directory / "run"))
+    settings = config_file(tmp_path / "run.yaml", read_manifest(run_dir)["config"], output_dir=str(run_dir),
+                           iterations=3)
+    before = files_of(run_dir)
+    freeze()
+    result = subprocess.run([*TRAIN, "--config", str(settings)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert_documented("a read-only run directory", result.stderr)
+    assert files_of(run_dir) == before
+
+
+class ScriptedMathSampler:
+    """Answers every GSM8K question n with a wrong solution that still mentions n ("I first guessed 7, but it is
+    70"), and corrects it to n written as a fraction (\\boxed{\\frac{14}{2}}), so the QA in-accuracy and the math
+    reward disagree on every output. Records each prompt."""
+
+    def __init__(self, references: dict[str, str]) -> None:
+        self.references = references
+        self.prompts: list[str] = []
+
+    def sample(self, conversations, num_samples, *, adapter, seed, desc, temperature=None):
+        outputs = []
+        for conversation in conversations:
+            self.prompts.append(conversation[0]["content"])
+            n = int(self.references[conversation[0]["content"].rsplit("Question: ", 1)[1]])
+            if len(conversation) == 1:
+                answer = f"I first guessed {n}, but it is {n}0.\nFinal Answer: {n}0"
+            else:
+                answer = f"Check: {n}0 is too big. It is \\boxed{{\\frac{{{2 * n}}}{{2}}}}."
+            outputs.append([answer] * num_samples)
+        return outputs
+
+
+@pytest.mark.slow
+def test_math_task_runs_on_a_gsm8k_file_and_scores_by_the_math_reward(tmp_path, tiny_model_dir) -> None:
+    from testing_utils import write_jsonl
+
+    def rows(start: int, count: int) -> list[dict]:
+        return [{"question": f"Tom has {n - 2} apples and buys 2 more. How many has he?",
+                 "answer": f"He has {n - 2} + 2 = <<{n - 2}+2={n}>>{n} apples.\n#### {n}"}
+                for n in range(start, start + 2 * count, 2)]
+
+    train, test = rows(7, 4), rows(21, 2)  # odd n: no token of 2n or 2 is n, so in-accuracy misses the fraction
+    questions = (write_jsonl(tmp_path / "gsm_train.jsonl", train), write_jsonl(tmp_path / "gsm_test.jsonl", test))
+    config = make_config(tmp_path, tiny_model_dir, questions, task="math", iterations=1, n_init=2, n_corr=2,
+                         variant="EIF", max_seq_length=256)
+    run = StascRun(config)
+    run.sampler = ScriptedMathSampler({row["question"]: row["answer"].rsplit("#### ", 1)[1] for row in train + test})
+    manifest = run.run()
+    run_dir = Path(config.output_dir)
+
+    assert read_manifest(run_dir)["config"]["task"] == "math"
+    corrections = pd.read_parquet(run_dir / manifest["iterations"][1]["corrections"])
+    assert len(corrections) == 4 * 2 * 2
+    assert (corrections["initial_reward"] == 0).all() and (corrections["correction_reward"] == 1).all()
+    assert manifest["iterations"][1]["kept_examples"] == 16 and manifest["iterations"][1]["training"]["steps"] >= 1
+    kept = pd.read_parquet(run_dir / manifest["iterations"][1]["train_data"])
+    assert kept["messages"].iloc[0][0]["content"].startswith(config.instructions)
+    assert "\\boxed{}" in config.instructions and kept["messages"].iloc[0][2]["content"] == config.correction_instructions
+    for entry in manifest["iterations"]:
+        evaluation = pd.read_parquet(run_dir / entry["evaluation"])
+        assert list(evaluation["answers"].map(list)) == [["21"], ["23"]]
+        assert (evaluation["initial_in_acc"] == 0).all() and (evaluation["correction_in_acc"] == 1).all()
+        metrics = entry["metrics"]
+        assert (metrics["acc_t1"], metrics["acc_t2"], metrics["i_to_c"]) == (0.0, 1.0, 1.0)
+    assert not any("####" in prompt or "<<" in prompt for prompt in run.sampler.prompts), "no worked solution"
+
+
+def test_a_run_from_before_tasks_resumes_as_qa(tmp_path) -> None:
+    saved = StascConfig().to_dict()
+    del saved["task"]  # run.json of a run made before the task setting existed
+    check_resumable(saved, StascConfig(), tmp_path)
+    with pytest.raises(StascError, match="task was 'qa', now 'math'"):
+        check_resumable(saved, StascConfig(task="math"), tmp_path)

@@ -11,6 +11,7 @@ from transformers import TrainingArguments
 
 import stasc.training.lora
 from stasc.config import StascConfig
+from stasc.errors import StascError
 from stasc.run.loop import lora_config
 from stasc.modeling.models import load_model, load_tokenizer
 from stasc.modeling.policy import Policy
@@ -20,6 +21,7 @@ from stasc.training.lora import (
     EAGER_ATTENTION_MAX_TOKENS,
     MIN_SHARED_PREFIX,
     CorrectionTrainer,
+    check_sequence_room,
     make_collator,
     optimizer_steps,
     shared_prefix_length,
@@ -168,7 +170,7 @@ def test_warmup_is_rounded_down() -> None:
 
 def test_overlong_conversations_are_skipped(policy: Policy) -> None:
     config = StascConfig(train_batch_size=2, max_seq_length=16)
-    with pytest.raises(ValueError, match="No training conversation fits --max-seq-length"):
+    with pytest.raises(StascError, match="No training conversation fits --max-seq-length 16: all 6 kept ones"):
         train_adapter(policy, CONVERSATIONS, config, seed=0)
 
 
@@ -183,3 +185,17 @@ def test_a_small_kept_set_is_passed_over_until_the_minimum_steps_are_done(policy
     enough = train_adapter(policy, CONVERSATIONS, StascConfig(train_batch_size=2, gradient_accumulation_steps=1,
                                                             min_train_steps=2), seed=0)
     assert enough.steps == 3, "a set that already takes more steps than the minimum is passed over once"
+
+
+def test_a_max_seq_length_no_conversation_fits_is_refused_before_the_run(policy: Policy) -> None:
+    questions = ["Which city is number 1?", "Which city is the capital of a large country in Europe?"]
+    config = StascConfig(max_new_tokens=8, max_seq_length=16)
+    with pytest.raises(StascError) as refused:
+        check_sequence_room(policy.tokenizer, questions, config)
+    needed = int(str(refused.value).split("Use --max-seq-length ")[1].split()[0])
+    empty = training_messages(questions[0], "", "", config.instructions, config.correction_instructions)
+    frame = len(tokenize_conversation(policy.tokenizer, empty[:-1] + [{"role": "assistant", "content": "x"}])["input_ids"])
+    assert needed == pytest.approx(frame + 2 * 8, abs=2), "the shortest question with two answers of 8 tokens"
+    check_sequence_room(policy.tokenizer, questions, StascConfig(max_new_tokens=8, max_seq_length=needed))
+    with pytest.raises(StascError, match=f"--max-seq-length {needed - 1} is too short"):
+        check_sequence_room(policy.tokenizer, questions, StascConfig(max_new_tokens=8, max_seq_length=needed - 1))

@@ -79,3 +79,15 @@ def test_per_question_rejects_non_binary_and_mismatched_input() -> None:
 def test_no_questions_give_zeros() -> None:
     metrics, intervals = self_correction_metrics([], [], [])
     assert metrics["acc_t1"] == 0.0 and intervals["delta"] == [0.0, 0.0]
+
+
+def test_round_metrics_follow_each_turn_to_the_next() -> None:
+    from stasc.core.metrics import round_metrics
+
+    turns = [[0, 1, 0, 1], [1, 1, 0, 0], [1, 0, 1, 0]]
+    metrics, intervals = round_metrics(list("abcd"), turns)
+    assert metrics["acc_t1"] == 0.5 and metrics["acc_t2"] == 0.5 and metrics["acc_t3"] == 0.5
+    assert metrics["i_to_c_t2_t3"] == 0.25 and metrics["c_to_i_t2_t3"] == 0.25
+    assert metrics["delta_t1_t3"] == 0.0 and set(intervals) >= {"acc_t3", "delta_t2_t3", "delta_t1_t3"}
+    two, _ = round_metrics(list("abcd"), turns[:2])
+    assert "acc_t3" not in two and two["i_to_c"] == 0.25

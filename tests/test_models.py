@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,8 @@ import torch
 
 from stasc.errors import StascError
 from stasc.modeling.models import load_model, load_tokenizer, pick_dtype, resolve_model_path
+
+from testing_utils import assert_documented
 
 
 def test_bundled_model_is_converted_to_a_plain_checkpoint(smollm_tokenizer_dir: Path) -> None:
@@ -78,3 +81,13 @@ def test_bundled_model_answers_easy_questions(smollm_tokenizer_dir: Path) -> Non
     assert all(len(samples) == 4 and all(isinstance(s, str) and s for s in samples) for samples in outputs)
     paris = [in_accuracy(text, questions["What is the capital of France?"]) for text in outputs[0]]
     assert sum(paris) >= 2, outputs[0]
+
+
+def test_a_cut_short_weights_file_is_named_with_the_way_out(tmp_path: Path, tiny_model_dir: Path) -> None:
+    model_dir = Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
+    weights = model_dir / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # an interrupted copy
+    with pytest.raises(StascError) as damaged:
+        load_model(str(model_dir), dtype=torch.float32)
+    assert str(damaged.value).startswith(f"Model {model_dir} has a damaged weights file (")
+    assert_documented("a damaged weights file in the model directory", str(damaged.value))

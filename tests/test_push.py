@@ -178,3 +178,22 @@ def test_push_flag_is_validated_by_the_config() -> None:
     with pytest.raises(StascError, match="Invalid Hub repository id 'nope'"):
         config_from_args(["--push-to-hub", "nope"])
     assert config_from_args(["--push-to-hub", "me/run", "--hub-private"]).hub_private is True
+
+
+def test_nothing_outside_the_run_directory_is_ever_uploaded(run_dir: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.parquet"
+    secret.write_bytes(b"a file outside the run")
+    manifest_file = run_dir / "run.json"
+    original = manifest_file.read_text()
+    manifest_file.write_text(original.replace('"iteration_01/train.parquet"', '"../secret.parquet"'))
+    api = fake_api()
+    with pytest.raises(StascError, match=r"iterations\[1\].train_data '../secret.parquet' is not a file of an iteration"):
+        push_run(run_dir, REPO, api=api)
+    assert api.create_commit.call_count == 0
+    manifest_file.write_text(original)
+    (run_dir / "iteration_01" / "adapter" / "README.md").unlink()
+    (run_dir / "iteration_01" / "adapter" / "README.md").symlink_to(secret)
+    with pytest.raises(StascError, match="is a link to .*secret.parquet, outside the run directory"):
+        push_run(run_dir, REPO, api=api)
+    uploaded = [str(op.path_or_fileobj) for commit in api.create_commit.call_args_list for op in commit.args[1]]
+    assert uploaded and not any("iteration_01" in path or "secret" in path for path in uploaded)

@@ -56,6 +56,23 @@ def test_normalize_answer_makes_composed_and_decomposed_accents_equal() -> None:
 
 
 @pytest.mark.parametrize(
+    ("output", "reference"),
+    [
+        ("The capital is Pa\u200bris.", "Paris"),  # a zero-width space, as copied from a web page
+        ("Pa\u200d\u2060ris", "Paris"),  # zero-width joiner, word joiner
+        ("Mis\u00adsis\u00adsip\u00adpi", "Mississippi"),  # soft hyphens
+        ("\ufb01sh and chips", "fish and chips"),  # the ligature fi
+        ("\uff30\uff41\uff52\uff49\uff53", "Paris"),  # full-width letters
+        ("Louis \u2164", "Louis V"),  # the Roman numeral five as one character
+        ("H\u2082O", "H2O"),  # a subscript digit
+    ],
+)
+def test_compatibility_forms_and_invisible_characters_do_not_decide_correctness(output: str, reference: str) -> None:
+    assert in_accuracy(output, [reference]) == 1.0
+    assert exact_match(output.removeprefix("The capital is ").rstrip("."), [reference]) == 1.0
+
+
+@pytest.mark.parametrize(
     ("output", "expected"),
     [
         ("Reasoning here.\nFinal Answer: Paris", "Paris"),

@@ -106,3 +106,20 @@ def test_damaged_manifest_names_the_file(tiny_run: Path, tmp_path: Path) -> None
     (copy / "run.json").write_text("{broken")
     with pytest.raises(StascError, match=r"run.json:1:2: the run manifest is not valid JSON"):
         list_iterations(RunSource(str(copy)))
+
+
+def test_an_adapter_or_table_outside_the_run_is_refused(tiny_run: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    outside = Path(shutil.copytree(copy / "iteration_02" / "adapter", tmp_path / "elsewhere"))
+    manifest = json.loads((copy / "run.json").read_text())
+    manifest["iterations"][2]["adapter"] = "../elsewhere"
+    (copy / "run.json").write_text(json.dumps(manifest))
+    with pytest.raises(StascError, match=r"iterations\[2\].adapter '../elsewhere' is not a file of an iteration"):
+        adapter_location(RunSource(str(copy)), 2)
+    shutil.copytree(tiny_run, copy, dirs_exist_ok=True)  # run.json as it was
+    shutil.rmtree(copy / "iteration_02" / "adapter")
+    (copy / "iteration_02" / "adapter").symlink_to(outside)
+    with pytest.raises(StascError, match="leads outside the run directory"):
+        adapter_location(RunSource(str(copy)), 2)
+    with pytest.raises(StascError, match="leads outside the run directory"):
+        load_evaluation(RunSource(str(copy)), 0)  # the whole manifest is refused, whatever is asked of it

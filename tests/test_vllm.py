@@ -273,6 +273,19 @@ def test_sampler_sends_the_transformers_prompts_and_returns_ordered_stripped_tex
     assert sampler.sample([], 3, adapter=None, seed=0, desc="empty") == []
 
 
+def test_a_stream_is_the_whole_answer_at_once_as_sample_gives_it(fake_vllm, tokenizer, tmp_path) -> None:
+    sampler = VLLMSampler(vllm_config(), "/models/tiny", tokenizer, launched=False)
+    fake_vllm.respond = staticmethod(
+        lambda prompt_ids, params, index: tokenizer.encode(f" seed {params.seed} ", add_special_tokens=False)
+    )
+    conversation = initial_messages("Which city?", "Answer.")
+    adapter = tmp_path / "iteration_01" / "adapter"
+    assert list(sampler.stream(conversation, adapter=adapter, seed=7, desc="app")) == ["seed 7"]
+    stream_call, = fake_vllm.instances[0].calls
+    assert stream_call["lora"].lora_path == str(adapter.resolve())
+    assert sampler.sample([conversation], 1, adapter=adapter, seed=7, desc="app") == [["seed 7"]]
+
+
 def test_each_adapter_directory_gets_its_own_lora_request(fake_vllm, tokenizer, tmp_path, monkeypatch) -> None:
     sampler = VLLMSampler(vllm_config(), "/models/tiny", tokenizer, launched=False)
     llm = fake_vllm.instances[0]

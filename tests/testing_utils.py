@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -19,6 +20,7 @@ from stasc.config import StascConfig
 from stasc.hub.sources import RunSource, adapter_location, load_run_manifest
 from stasc.modeling.models import load_model, load_tokenizer, pick_dtype, resolve_model_path
 
+ROBUSTNESS_DOC = Path(__file__).resolve().parents[1] / "docs" / "robustness.md"
 CITIES = ("Paris", "London", "Rome")
 HUB_REPO = "stasc-test/tiny-run"
 SYSTEM = list(range(40, 70))  # a prefix all prompts share
@@ -138,3 +140,22 @@ def last(items: Iterator[Any]) -> Any:
     values = list(items)
     assert values, "the handler yielded nothing"
     return values[-1]
+
+
+def documented_messages() -> dict[str, str]:
+    """docs/robustness.md's table: each bad input's name and the message the user sees (… marks a part that
+    varies, such as a path or a process id; the command lines print it after "error: ")."""
+    rows = re.findall(r"^\| ([^|`]+?) \| `([^`]+)` \|", ROBUSTNESS_DOC.read_text(encoding="utf-8"), re.MULTILINE)
+    messages = dict(rows)
+    assert len(messages) == len(rows), "every row of docs/robustness.md names a different bad input"
+    return messages
+
+
+def assert_documented(name: str, output: str) -> None:
+    """One line of output (stderr, or an error's text) is exactly the message docs/robustness.md shows for name."""
+    shown = documented_messages().get(name)
+    assert shown is not None, f"docs/robustness.md has no row {name!r}; add it with the message:\n{output.strip()}"
+    pattern = "(?:error: )?" + ".*?".join(re.escape(piece) for piece in shown.split("…"))
+    assert any(re.fullmatch(pattern, line) for line in output.splitlines()), (
+        f"docs/robustness.md shows for {name!r}:\n{shown}\nbut the user saw:\n{output.strip()}"
+    )

@@ -1,9 +1,11 @@
 """Models for the app: each base model loaded once, iteration adapters loaded on demand and cached,
-and generation streamed token by token.
+and answers streamed through the loop's own sampler (stasc.sampling.transformers).
 
 All iterations of a run share the base model, so switching iteration only switches the active
 LoRA adapter (iteration 0 bypasses it). One lock guards the model state and generation: there is
-one model in memory, and visitors take turns (the Gradio queue shows them their place).
+one model in memory, and visitors take turns (the Gradio queue shows them their place). An answer
+is `TransformersSampler.stream` on the iteration's model: for a prompt, seed and settings it is the
+answer the training loop's sampler draws, so what a visitor sees is what the run's metrics measured.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+from transformers import PreTrainedTokenizerBase
 
 from stasc.app.catalog import AdapterRef, ModelTarget
-from stasc.sampling.cpu_engine.decoding import DecodeSettings
-from stasc.errors import StascError
 from stasc.core.prompts import Message
-from stasc.modeling.tokenization import render_prompt
+from stasc.errors import StascError
+from stasc.sampling.cpu_engine.decoding import DecodeSettings
+from stasc.sampling.transformers import SamplingSettings, TransformersSampler
 
 logger = logging.getLogger(__name__)
 
@@ -36,23 +38,48 @@ class _LoadedBase:
     next_id: int = 0
 
 
-class _StopEvent(StoppingCriteria):
-    """Ends generate() early when the visitor leaves, so the model is free for the next one."""
+@dataclass
+class _Iteration:
+    """One iteration of a loaded base model, as the sampler sees a model slot (stasc.sampling.transformers.ModelSlot):
+    the named adapter active, or adapters bypassed for iteration 0."""
 
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
+    loaded: _LoadedBase
+    adapter: str | None
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return self.loaded.tokenizer
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.loaded.model
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.loaded.model.parameters()).device
+
+    @contextlib.contextmanager
+    def generating(self) -> Iterator[torch.nn.Module]:
+        from peft import PeftModel
+
+        model = self.loaded.model
+        model.eval()
+        if self.adapter is not None:
+            model.set_adapter(self.adapter)
+            yield model
+        elif isinstance(model, PeftModel):
+            with model.disable_adapter():
+                yield model
+        else:
+            yield model
 
 
 class Engine:
     """Base models keyed by (model, cache, remote code, dtype); up to max_adapters adapters each."""
 
-    def __init__(self, *, max_adapters: int = 8, max_prompt_tokens: int = 2048, stream_timeout: float = 600.0) -> None:
+    def __init__(self, *, max_adapters: int = 8, max_prompt_tokens: int = 2048) -> None:
         self.max_adapters = max_adapters
         self.max_prompt_tokens = max_prompt_tokens
-        self.stream_timeout = stream_timeout
         self._lock = threading.Lock()
         self._bases: dict[tuple[str, str | None, bool, str], _LoadedBase] = {}
         self.base_loads = 0
@@ -63,66 +90,31 @@ class Engine:
         with self._lock:
             self._adapter_name(self._base(target), target.adapter)
 
-    def stream(self, target: ModelTarget, messages: Sequence[Message], sampling: DecodeSettings) -> Iterator[str]:
-        """Yield the reply as it grows; the last value is the whole reply, stripped like the training loop's."""
+    def stream(
+        self, target: ModelTarget, messages: Sequence[Message], sampling: DecodeSettings, seed: int = 0
+    ) -> Iterator[str]:
+        """Yield the reply as it grows; the last value is the whole reply, the loop's sample for this seed."""
         with self._lock:
             loaded = self._base(target)
-            name = self._adapter_name(loaded, target.adapter)
-            tokenizer = loaded.tokenizer
-            prompt = render_prompt(tokenizer, messages)
-            inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-            length = inputs["input_ids"].shape[1]
-            if length > self.max_prompt_tokens:
+            iteration = _Iteration(loaded, self._adapter_name(loaded, target.adapter))
+            settings = SamplingSettings(sampling.max_new_tokens, sampling.temperature, sampling.top_p, batch_size=1)
+            sampler = TransformersSampler(iteration, settings)
+            (prompt,) = sampler.encode([messages])
+            if len(prompt) > self.max_prompt_tokens:
                 raise StascError(
-                    f"The conversation is too long for this app ({length} tokens, limit {self.max_prompt_tokens}). "
-                    "Press Clear to start a new one, or ask a shorter question."
+                    f"The conversation is too long for this app ({len(prompt)} tokens, limit {self.max_prompt_tokens})."
+                    " Press Clear to start a new one, or ask a shorter question."
                 )
-            with self._active(loaded, name) as model:
-                device = next(model.parameters()).device
-                inputs = {key: value.to(device) for key, value in inputs.items()}
-                streamer = TextIteratorStreamer(
-                    tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=self.stream_timeout
-                )
-                stop = threading.Event()
-                failures: list[BaseException] = []
-                sampled = sampling.temperature > 0
-
-                def generate() -> None:
-                    try:
-                        with torch.inference_mode():
-                            model.generate(
-                                **inputs,
-                                streamer=streamer,
-                                max_new_tokens=sampling.max_new_tokens,
-                                do_sample=sampled,
-                                temperature=sampling.temperature if sampled else None,
-                                top_p=sampling.top_p if sampled else None,
-                                top_k=None,
-                                pad_token_id=tokenizer.pad_token_id,
-                                stopping_criteria=StoppingCriteriaList([_StopEvent(stop)]),
-                            )
-                    except Exception as error:  # reported to the visitor below, with the log keeping the details
-                        logger.exception("Generation failed")
-                        failures.append(error)
-                        streamer.end()
-
-                worker = threading.Thread(target=generate, name="stasc-generate", daemon=True)
-                worker.start()
-                text = ""
-                try:
-                    for piece in streamer:
-                        if piece:
-                            text += piece
-                            yield text
-                finally:
-                    stop.set()
-                    worker.join()
-        if failures:
-            raise StascError(
-                f"The model failed while generating ({type(failures[0]).__name__}). "
-                "Try again with fewer new tokens; the server log has the details."
-            )
-        yield text.strip()
+            try:
+                yield from sampler.stream(messages, seed=seed, desc="app")
+            except StascError:
+                raise
+            except Exception as error:  # the model's own failure: reported to the visitor, details in the log
+                logger.exception("Generation failed")
+                raise StascError(
+                    f"The model failed while generating ({type(error).__name__}). "
+                    "Try again with fewer new tokens; the server log has the details."
+                ) from None
 
     def _base(self, target: ModelTarget) -> _LoadedBase:
         key = (target.base_model, target.cache_dir, target.trust_remote_code, target.dtype)
@@ -172,18 +164,3 @@ class Engine:
             _, evicted = loaded.adapters.popitem(last=False)
             loaded.model.delete_adapter(evicted)
         return name
-
-    @contextlib.contextmanager
-    def _active(self, loaded: _LoadedBase, name: str | None) -> Iterator[Any]:
-        """The model with the named adapter active, or with adapters bypassed for iteration 0."""
-        from peft import PeftModel
-
-        model = loaded.model
-        if name is not None:
-            model.set_adapter(name)
-            yield model
-        elif isinstance(model, PeftModel):
-            with model.disable_adapter():
-                yield model
-        else:
-            yield model

@@ -1,59 +1,71 @@
 """What the app does, apart from its layout: every button's work as a plain method, testable directly.
 
 Prompts are built with stasc.core.prompts from the run's own instructions, exactly as in training and
-evaluation, and answers are scored with the run's answer extraction, so what a visitor sees is
-what the run's metrics measure. Errors reach the visitor as gr.Error with a message that says
-what to do; anything unexpected is logged and reported without a stack trace.
+evaluation, answers are drawn by the loop's sampler (stasc.app.engine) and scored with the run's answer
+extraction, so what a visitor sees is what the run's metrics measure. Errors reach the visitor as
+gr.Error with a message that says what to do; anything unexpected is logged and reported without a
+stack trace.
+
+Each generating action has two forms: the API's (compare, compare_iterations, chat, correct_last: the
+history comes from the caller) and the page's (*_view, chat_turn, correct_turn), which label every answer
+with the question and iteration it belongs to and read the chat from the session's own copy when the
+action runs, so actions queued behind one another never answer under the wrong question.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, TypeVar
 
 import gradio as gr
-import numpy as np
 import pandas as pd
 
 from stasc.app.catalog import Catalog, ModelTarget, RunView
+from stasc.app.conversation import (
+    CORRECTION_TITLE,
+    MAX_HISTORY_MESSAGES,
+    MAX_MESSAGE_CHARS,
+    MAX_QUESTION_CHARS,
+    check_text,
+    model_conversation,
+    normalize_history,
+    parse_references,
+)
 from stasc.app.engine import Engine
-from stasc.sampling.cpu_engine.decoding import DecodeSettings
+from stasc.app.views import (
+    ACCURACY_LABELS,
+    PENDING,
+    TRANSITION_LABELS,
+    correction_line,
+    display_table,
+    html_table,
+    metric_values,
+    metrics_html,
+    metrics_table,
+    transition_summary,
+    verdict,
+)
+from stasc.core.prompts import correction_messages, initial_messages
 from stasc.errors import StascError
-from stasc.run.manifest import TRANSITIONS
-from stasc.modeling.models import BUNDLED_NAME
-from stasc.core.prompts import Message, correction_messages, initial_messages
-from stasc.core.rewards import extract_answer, score_output
 from stasc.hub.sources import load_evaluation
+from stasc.modeling.models import BUNDLED_NAME
+from stasc.sampling.cpu_engine.decoding import DecodeSettings
 
 logger = logging.getLogger(__name__)
 
-MAX_QUESTION_CHARS = 500
-MAX_REFERENCES_CHARS = 300
-MAX_MESSAGE_CHARS = 500
-MAX_HISTORY_MESSAGES = 40
-MAX_HISTORY_MESSAGE_CHARS = 6000  # a reply of 512 new tokens is far shorter; anything longer was not made here
 TEMPERATURE_RANGE = (0.0, 1.5)
 NEW_TOKENS_RANGE = (8, 512)
+SEED_RANGE = (0, 2**31 - 1)
 MAX_TABLE_ROWS = 500
-CORRECTION_TITLE = "Self-correction"
-ACCURACY_LABELS = {"initial_in_acc": "initial answer", "correction_in_acc": "self-correction"}
-TRANSITION_LABELS = {
-    "correct_to_correct": "correct → correct",
-    "correct_to_incorrect": "correct → incorrect",
-    "incorrect_to_correct": "incorrect → correct",
-    "incorrect_to_incorrect": "incorrect → incorrect",
-}
 DATA_KINDS = {
-    "evaluation": "Evaluation: one answer and one correction per held-out question",
+    "evaluation": "Evaluation: answers and their corrections on the held-out questions",
     "train_data": "Training data: the corrections the filter kept",
     "corrections": "All sampled corrections, with the filter's decision",
     "initial_answers": "All sampled initial answers",
 }
-PENDING = "…"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -132,139 +144,14 @@ class SourceView(NamedTuple):
     max_new_tokens: int
 
 
-def check_text(value: Any, what: str, limit: int, *, required: bool = True) -> str:
-    """Stripped text within the length limit, or an error saying how to fix it."""
-    text = "" if value is None else str(value).strip()
-    if required and not text:
-        raise StascError(f"Type a {what} first.")
-    if len(text) > limit:
-        raise StascError(f"The {what} is {len(text)} characters long; the limit is {limit}. Shorten it.")
-    return text
+class ChatTurn(NamedTuple):
+    """The chat page's outputs: the conversation (shown, and kept as the session's copy), the message box, and
+    which iteration wrote the last reply."""
 
-
-def parse_references(value: Any) -> list[str]:
-    """Reference answers separated by ';' (commas occur inside answers, e.g. 'Washington, D.C.')."""
-    text = check_text(value, "reference answers", MAX_REFERENCES_CHARS, required=False)
-    return [part.strip() for part in text.split(";") if part.strip()]
-
-
-def final_answer(text: str) -> str | None:
-    """The text after 'Final Answer:', where the run's instructions ask the model to put its answer."""
-    return extract_answer(text, "final_answer")
-
-
-def _code(text: str) -> str:
-    shown = " ".join(text.split()).replace("`", "'")
-    return f"`{shown}`" if shown else "*(empty)*"
-
-
-def _correct(text: str, references: Sequence[str], extraction: str) -> bool | None:
-    """Scored as the run's evaluation scores it: in-accuracy on the run's answer extraction."""
-    if not references:
-        return None
-    return score_output(text, list(references), metric="in_acc", extraction=extraction) == 1.0  # type: ignore[arg-type]
-
-
-def _mark(correct: bool | None) -> str:
-    return "" if correct is None else (" **✓ correct**" if correct else " **✗ incorrect**")
-
-
-def verdict(text: str, references: Sequence[str], extraction: str) -> str:
-    """The final answer set apart, and whether it is correct when references are given."""
-    answer = final_answer(text)
-    if answer is None:
-        lines = [line for line in text.splitlines() if line.strip()]
-        label, answer = "No “Final Answer:” line; last line", lines[-1] if lines else ""
-    else:
-        label = "Final answer"
-    return f"**{label}:** {_code(answer)}{_mark(_correct(text, references, extraction))}"
-
-
-def transition_summary(initial: str, correction: str, references: Sequence[str], extraction: str) -> str:
-    """One line on what the self-correction did."""
-    first, second = _correct(initial, references, extraction), _correct(correction, references, extraction)
-    if first is None or second is None:
-        before, after = (final_answer(text) or text for text in (initial, correction))
-        same = before.strip().lower() == after.strip().lower()
-        change = "kept the same answer" if same else "changed the answer"
-        return f"The self-correction {change}. Add reference answers to see which one is correct."
-    outcome = {
-        (False, True): "**✗ → ✓** The self-correction fixed a wrong answer.",
-        (True, True): "**✓ → ✓** The answer was right and stayed right.",
-        (True, False): "**✓ → ✗** The self-correction broke a right answer.",
-        (False, False): "**✗ → ✗** The answer was wrong and is still wrong.",
-    }
-    return outcome[(first, second)]
-
-
-def display_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Lists and conversations as readable text, since table cells show strings and numbers."""
-
-    def cell(value: Any) -> Any:
-        if isinstance(value, np.ndarray):
-            value = value.tolist()
-        if isinstance(value, dict):
-            if "role" in value and "content" in value:
-                return f"[{value['role']}] {value['content']}"
-            return json.dumps(value, ensure_ascii=False, default=str)
-        if isinstance(value, (list, tuple)):
-            parts = [cell(item) for item in value]
-            separator = "\n" if any(isinstance(item, dict) for item in value) else "; "
-            return separator.join(str(part) for part in parts)
-        return value
-
-    return frame.apply(lambda column: column.map(cell)) if len(frame) else frame
-
-
-def _content_text(content: Any) -> str:
-    """Text of a chat message, whether Gradio sent a string or a list of parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, dict) and isinstance(content.get("text"), str):
-        return content["text"]
-    if isinstance(content, list):
-        return "".join(_content_text(part) for part in content)
-    raise StascError("The chat history holds something other than text. Press Clear and start again.")
-
-
-def normalize_history(history: Any) -> list[dict[str, Any]]:
-    """The chat as a list of {role, content[, metadata]} with text content, checked."""
-    messages: list[dict[str, Any]] = []
-    for item in history or []:
-        role = item.get("role") if isinstance(item, dict) else None
-        if role not in ("user", "assistant"):
-            raise StascError("The chat history is not a conversation. Press Clear and start again.")
-        message: dict[str, Any] = {"role": role, "content": _content_text(item.get("content", ""))}
-        if len(message["content"]) > MAX_HISTORY_MESSAGE_CHARS:
-            raise StascError(
-                f"The chat history holds a message over {MAX_HISTORY_MESSAGE_CHARS} characters. Press Clear and "
-                "start again."
-            )
-        title = (item.get("metadata") or {}).get("title")
-        if role == "assistant" and title == CORRECTION_TITLE:
-            message["metadata"] = {"title": CORRECTION_TITLE}
-        messages.append(message)
-    return messages
-
-
-def model_conversation(
-    history: Sequence[dict[str, Any]], instructions: str, correction_instructions: str, use_instructions: bool
-) -> list[Message]:
-    """What the model sees for a displayed chat: the first question wrapped in the run's instructions (as in
-    training), and each self-correction preceded by the correction request that produced it."""
-    conversation: list[Message] = []
-    for position, message in enumerate(history):
-        text = message["content"]
-        if message["role"] == "user":
-            if position == 0 and use_instructions:
-                conversation.extend(initial_messages(text, instructions))
-            else:
-                conversation.append({"role": "user", "content": text})
-        else:
-            if (message.get("metadata") or {}).get("title") == CORRECTION_TITLE:
-                conversation.append({"role": "user", "content": correction_instructions})
-            conversation.append({"role": "assistant", "content": text})
-    return conversation
+    shown: list[dict[str, Any]]
+    kept: list[dict[str, Any]]
+    message: Any  # "" once the message is in the chat, then left alone (gr.skip()) so a visitor can type the next
+    status: str
 
 
 def builtin_examples(limit: int = 8) -> list[list[str]]:
@@ -277,6 +164,10 @@ def builtin_examples(limit: int = 8) -> list[list[str]]:
         logger.warning("No example questions: the built-in QA set could not be read (%s)", error)
         return []
     return [[example.question, "; ".join(example.answers)] for example in test[:limit]]
+
+
+def iteration_name(iteration: int) -> str:
+    return "iteration 0 (base model)" if iteration == 0 else f"iteration {iteration}"
 
 
 class Handlers:
@@ -322,11 +213,10 @@ class Handlers:
             return [("0 · base model", 0)]
         choices = []
         for entry in view.iterations:
-            metrics = entry["metrics"]
+            values = metric_values(entry)
             name = "base model" if entry["iteration"] == 0 else f"iteration {entry['iteration']}"
             label = (
-                f"{entry['iteration']} · {name} (initial {metrics['initial_in_acc']:.2f} → "
-                f"correction {metrics['correction_in_acc']:.2f})"
+                f"{entry['iteration']} · {name} (initial {values['acc_t1']:.2f} → correction {values['acc_t2']:.2f})"
             )
             choices.append((label, entry["iteration"]))
         return choices
@@ -344,14 +234,15 @@ class Handlers:
             f"data `{config.get('dataset')}` · iterations 0–{view.latest} ({manifest.get('status', 'unknown')})"
         ]
         entry = view.iterations[iteration]
-        metrics = entry["metrics"]
+        values = metric_values(entry)
         what = "the base model" if iteration == 0 else f"iteration {iteration}"
         kept = entry.get("kept_examples")
         lines.append(
-            f"Held-out in-accuracy of {what}: initial answers **{metrics['initial_in_acc']:.3f}**, "
-            f"self-corrections **{metrics['correction_in_acc']:.3f}**"
+            f"Held-out in-accuracy of {what}: initial answers **{values['acc_t1']:.3f}**, "
+            f"self-corrections **{values['acc_t2']:.3f}**"
             + (f"; trained on {kept} kept corrections." if kept is not None else ".")
         )
+        lines.append(correction_line(entry))
         return "\n\n".join(lines)
 
     # Answering
@@ -378,24 +269,40 @@ class Handlers:
             raise StascError(f"Max new tokens must be between {low_n} and {high_n} (got {value_n}).")
         return DecodeSettings(temperature=value_t, top_p=float(view.config.get("top_p", 0.9)), max_new_tokens=value_n)
 
+    @staticmethod
+    def _seed(seed: Any) -> int:
+        """The sampling seed: with the same seed, question and settings the app gives the loop's answer."""
+        low, high = SEED_RANGE
+        try:
+            value = 0 if seed is None else int(seed)
+        except (TypeError, ValueError):
+            value = -1
+        if isinstance(seed, float) and not seed.is_integer():
+            value = -1
+        if not low <= value <= high:
+            raise StascError(f"The seed must be a whole number from {low} to {high} (got {seed!r}).")
+        return value
+
     def _self_correct(
-        self, view: RunView, target: ModelTarget, question: str, sampling: DecodeSettings
+        self, view: RunView, target: ModelTarget, question: str, sampling: DecodeSettings, seed: int
     ) -> Iterator[tuple[str, str, bool]]:
         """(initial, correction, done) as both stream: the answer first, then its correction."""
         config = view.config
         initial = ""
-        for initial in self.engine.stream(target, initial_messages(question, config["instructions"]), sampling):
+        for initial in self.engine.stream(
+            target, initial_messages(question, config["instructions"]), sampling, seed
+        ):
             yield initial, "", False
         prompt = correction_messages(question, initial, config["instructions"], config["correction_instructions"])
         correction = ""
-        for correction in self.engine.stream(target, prompt, sampling):
+        for correction in self.engine.stream(target, prompt, sampling, seed):
             yield initial, correction, False
         yield initial, correction, True
 
     @user_errors
     def compare(
         self, key: str, iteration: Any, question: Any, references: Any, temperature: Any = None,
-        max_new_tokens: Any = None,
+        max_new_tokens: Any = None, seed: Any = 0,
     ) -> Iterator[ComparePanel]:
         """The initial answer and its self-correction, streamed side by side."""
         question = check_text(question, "question", MAX_QUESTION_CHARS)
@@ -403,7 +310,7 @@ class Handlers:
         view, target, sampling = self._prepare(key, iteration, temperature, max_new_tokens)
         extraction = str(view.config.get("answer_extraction", "full"))
         initial_final = PENDING
-        for initial, correction, done in self._self_correct(view, target, question, sampling):
+        for initial, correction, done in self._self_correct(view, target, question, sampling, self._seed(seed)):
             if correction and initial_final == PENDING:
                 initial_final = verdict(initial, golds, extraction)
             if not done:
@@ -418,9 +325,24 @@ class Handlers:
             )
 
     @user_errors
+    def compare_view(
+        self, key: str, iteration: Any, question: Any, references: Any, temperature: Any = None,
+        max_new_tokens: Any = None, seed: Any = 0,
+    ) -> Iterator[tuple[str, ...]]:
+        """compare for the page: every update also says which question and iteration its answers belong to."""
+        label = self._answer_label(key, iteration, question)
+        for panel in self.compare(key, iteration, question, references, temperature, max_new_tokens, seed):
+            yield (label, *panel)
+
+    def _answer_label(self, key: str, iteration: Any, question: Any) -> str:
+        number = self.catalog.view(key).check_iteration(iteration)
+        shown = " ".join(str(question or "").split())
+        return f"**Answers of {iteration_name(number)}** to: {shown}"
+
+    @user_errors
     def compare_iterations(
         self, key: str, iteration_a: Any, iteration_b: Any, question: Any, references: Any,
-        temperature: Any = None, max_new_tokens: Any = None,
+        temperature: Any = None, max_new_tokens: Any = None, seed: Any = 0,
     ) -> Iterator[IterationPair]:
         """The same question through two iterations (e.g. the base model and the latest), one after the other."""
         question = check_text(question, "question", MAX_QUESTION_CHARS)
@@ -428,6 +350,7 @@ class Handlers:
         view, target_a, sampling = self._prepare(key, iteration_a, temperature, max_new_tokens)
         _, target_b, _ = self._prepare(key, iteration_b, temperature, max_new_tokens)
         extraction = str(view.config.get("answer_extraction", "full"))
+        number = self._seed(seed)
 
         def summary(initial: str, correction: str) -> str:
             return (
@@ -437,18 +360,33 @@ class Handlers:
             )
 
         side_a = ("", "", PENDING)
-        for initial, correction, done in self._self_correct(view, target_a, question, sampling):
+        for initial, correction, done in self._self_correct(view, target_a, question, sampling, number):
             side_a = (initial, correction, summary(initial, correction) if done else PENDING)
             yield IterationPair(*side_a, "", "", PENDING)
-        for initial, correction, done in self._self_correct(view, target_b, question, sampling):
+        for initial, correction, done in self._self_correct(view, target_b, question, sampling, number):
             yield IterationPair(*side_a, initial, correction, summary(initial, correction) if done else PENDING)
+
+    @user_errors
+    def compare_iterations_view(
+        self, key: str, iteration_a: Any, iteration_b: Any, question: Any, references: Any,
+        temperature: Any = None, max_new_tokens: Any = None, seed: Any = 0,
+    ) -> Iterator[tuple[str, ...]]:
+        """compare_iterations for the page, each update labelled with its question and iterations."""
+        view = self.catalog.view(key)
+        left, right = (iteration_name(view.check_iteration(value)) for value in (iteration_a, iteration_b))
+        shown = " ".join(str(question or "").split())
+        label = f"**Left: {left} · right: {right}**, on: {shown}"
+        for pair in self.compare_iterations(
+            key, iteration_a, iteration_b, question, references, temperature, max_new_tokens, seed
+        ):
+            yield (label, *pair)
 
     # Chatting
 
     @user_errors
     def chat(
         self, key: str, iteration: Any, message: Any, history: Any, self_correct: bool = True,
-        use_instructions: bool = True, temperature: Any = None, max_new_tokens: Any = None,
+        use_instructions: bool = True, temperature: Any = None, max_new_tokens: Any = None, seed: Any = 0,
     ) -> Iterator[list[dict[str, Any]]]:
         """Reply to a message, then (if asked) follow the reply with the model's self-correction of it."""
         text = check_text(message, "message", MAX_MESSAGE_CHARS)
@@ -456,15 +394,16 @@ class Handlers:
         if len(shown) + 3 > MAX_HISTORY_MESSAGES:
             raise StascError(f"This chat reached {MAX_HISTORY_MESSAGES} messages. Press Clear to start a new one.")
         view, target, sampling = self._prepare(key, iteration, temperature, max_new_tokens)
+        number = self._seed(seed)
         shown.append({"role": "user", "content": text})
-        yield from self._reply(view, target, shown, sampling, use_instructions, correction=False)
+        yield from self._reply(view, target, shown, sampling, number, use_instructions, correction=False)
         if self_correct:
-            yield from self._reply(view, target, shown, sampling, use_instructions, correction=True)
+            yield from self._reply(view, target, shown, sampling, number, use_instructions, correction=True)
 
     @user_errors
     def correct_last(
         self, key: str, iteration: Any, history: Any, use_instructions: bool = True, temperature: Any = None,
-        max_new_tokens: Any = None,
+        max_new_tokens: Any = None, seed: Any = 0,
     ) -> Iterator[list[dict[str, Any]]]:
         """Ask the model to correct its last reply."""
         shown = normalize_history(history)
@@ -473,10 +412,40 @@ class Handlers:
         if len(shown) + 1 > MAX_HISTORY_MESSAGES:
             raise StascError(f"This chat reached {MAX_HISTORY_MESSAGES} messages. Press Clear to start a new one.")
         view, target, sampling = self._prepare(key, iteration, temperature, max_new_tokens)
-        yield from self._reply(view, target, shown, sampling, use_instructions, correction=True)
+        yield from self._reply(view, target, shown, sampling, self._seed(seed), use_instructions, correction=True)
+
+    @user_errors
+    def chat_turn(
+        self, key: str, iteration: Any, message: Any, kept: Any, self_correct: bool = True,
+        use_instructions: bool = True, temperature: Any = None, max_new_tokens: Any = None, seed: Any = 0,
+    ) -> Iterator[ChatTurn]:
+        """chat for the page: `kept` is the session's own copy of the conversation as it is when this turn runs
+        (after any turn queued before it), and the message box empties once the message is in the chat."""
+        status = self._reply_status(key, iteration)
+        box: Any = ""
+        for history in self.chat(
+            key, iteration, message, kept, self_correct, use_instructions, temperature, max_new_tokens, seed
+        ):
+            yield ChatTurn(history, history, box, status)
+            box = gr.skip()
+
+    @user_errors
+    def correct_turn(
+        self, key: str, iteration: Any, kept: Any, use_instructions: bool = True, temperature: Any = None,
+        max_new_tokens: Any = None, seed: Any = 0,
+    ) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]], str]]:
+        """correct_last for the page: corrects the last reply of the conversation as it is when this runs, so
+        pressing it right after Send corrects the reply to the message just sent."""
+        status = self._reply_status(key, iteration)
+        for history in self.correct_last(key, iteration, kept, use_instructions, temperature, max_new_tokens, seed):
+            yield history, history, status
+
+    def _reply_status(self, key: str, iteration: Any) -> str:
+        number = self.catalog.view(key).check_iteration(iteration)
+        return f"Last reply by {iteration_name(number)}."
 
     def _reply(
-        self, view: RunView, target: ModelTarget, shown: list[dict[str, Any]], sampling: DecodeSettings,
+        self, view: RunView, target: ModelTarget, shown: list[dict[str, Any]], sampling: DecodeSettings, seed: int,
         use_instructions: bool, *, correction: bool,
     ) -> Iterator[list[dict[str, Any]]]:
         config = view.config
@@ -489,7 +458,7 @@ class Handlers:
         if correction:
             reply["metadata"] = {"title": CORRECTION_TITLE}
         shown.append(reply)
-        for text in self.engine.stream(target, conversation, sampling):
+        for text in self.engine.stream(target, conversation, sampling, seed):
             reply["content"] = text
             yield [dict(message) for message in shown]
 
@@ -497,50 +466,34 @@ class Handlers:
 
     @user_errors
     def metrics(self, key: str) -> MetricsView:
-        """In-accuracy of initial answers and corrections, and the transition rates, per iteration."""
+        """acc_t1 and acc_t2, and the transition rates, per iteration; the table with delta, i→c and c→i."""
         view = self.catalog.view(key)
         # Iterations as zero-padded labels: a numeric axis would show fractional iterations between them.
         width = len(str(view.latest))
+        values = [(f"{entry['iteration']:0{width}d}", metric_values(entry)) for entry in view.iterations]
         accuracy = pd.DataFrame(
             [
-                {
-                    "iteration": f"{entry['iteration']:0{width}d}", "answers": label,
-                    "in-accuracy": float(entry["metrics"][name]),
-                }
-                for entry in view.iterations
-                for name, label in ACCURACY_LABELS.items()
+                {"iteration": label, "answers": shown, "in-accuracy": metrics[name]}
+                for label, metrics in values
+                for name, shown in ACCURACY_LABELS.items()
             ],
             columns=["iteration", "answers", "in-accuracy"],
         )
         transitions = pd.DataFrame(
             [
-                {
-                    "iteration": f"{entry['iteration']:0{width}d}", "transition": label,
-                    "rate": float(entry["metrics"].get(name, 0.0)),
-                }
-                for entry in view.iterations
-                for name, label in TRANSITION_LABELS.items()
+                {"iteration": label, "transition": shown, "rate": metrics[name]}
+                for label, metrics in values
+                for name, shown in TRANSITION_LABELS.items()
             ],
             columns=["iteration", "transition", "rate"],
         )
-        columns = ["iteration", "kept examples", "initial in-acc", "correction in-acc", "correction − initial",
-                   *TRANSITION_LABELS.values()]
-        rows = []
-        for entry in view.iterations:
-            metrics = entry["metrics"]
-            kept = entry.get("kept_examples")
-            rows.append(
-                [
-                    entry["iteration"],
-                    "-" if kept is None else str(kept),
-                    round(metrics["initial_in_acc"], 3),
-                    round(metrics["correction_in_acc"], 3),
-                    round(metrics["correction_in_acc"] - metrics["initial_in_acc"], 3),
-                    *(round(float(metrics.get(name, 0.0)), 3) for name in TRANSITIONS),
-                ]
-            )
-        table = pd.DataFrame(rows, columns=columns)
-        return MetricsView(self._metrics_summary(view), accuracy, transitions, table)
+        return MetricsView(self._metrics_summary(view), accuracy, transitions, metrics_table(view.iterations))
+
+    @user_errors
+    def metrics_view(self, key: str) -> tuple[str, pd.DataFrame, pd.DataFrame, str]:
+        """metrics for the page: the table as HTML that fits the window, with each value's interval."""
+        summary, accuracy, transitions, _ = self.metrics(key)
+        return summary, accuracy, transitions, metrics_html(self.catalog.view(key).iterations)
 
     @staticmethod
     def _metrics_summary(view: RunView) -> str:
@@ -549,14 +502,16 @@ class Handlers:
                 "No metrics yet: the bundled base model has not been trained. Run `python train.py` and press "
                 "**Refresh runs**."
             )
-        first, last = view.iterations[0]["metrics"], view.iterations[-1]["metrics"]
-        gap = last["correction_in_acc"] - last["initial_in_acc"]
-        return (
-            f"Held-out in-accuracy from iteration 0 to {view.latest}: initial answers "
-            f"{first['initial_in_acc']:.3f} → {last['initial_in_acc']:.3f}, self-corrections "
-            f"{first['correction_in_acc']:.3f} → {last['correction_in_acc']:.3f}. At iteration {view.latest} "
-            f"self-correction {'gains' if gap >= 0 else 'loses'} {abs(gap):.3f} over the initial answers."
-        )
+        first, last = metric_values(view.iterations[0]), metric_values(view.iterations[-1])
+        gap = last["delta"]
+        lines = [
+            f"Held-out in-accuracy from iteration 0 to {view.latest}: initial answers (acc_t1) "
+            f"{first['acc_t1']:.3f} → {last['acc_t1']:.3f}, self-corrections (acc_t2) "
+            f"{first['acc_t2']:.3f} → {last['acc_t2']:.3f}. At iteration {view.latest} "
+            f"self-correction {'gains' if gap >= 0 else 'loses'} {abs(gap):.3f} over the initial answers (delta)."
+        ]
+        lines += [f"- {correction_line(entry)}" for entry in view.iterations]
+        return "\n".join(lines[:1] + [""] + lines[1:])
 
     @user_errors
     def data(self, key: str, iteration: Any, kind: str) -> tuple[str, pd.DataFrame]:
@@ -570,12 +525,21 @@ class Handlers:
         frame = load_evaluation(view.choice.source, iteration, kind)
         if frame.empty:
             why = (
-                "Iteration 0 is the base model: it is only evaluated, not trained."
+                "Iteration 0 is the base model: it is only evaluated, not trained, so it has no "
+                f"{'training data' if kind == 'train_data' else 'table of sampled ' + kind.replace('_', ' ')}."
                 if iteration == 0 and kind != "evaluation"
                 else "This table is empty for this iteration."
             )
             return why, pd.DataFrame()
         shown = min(len(frame), MAX_TABLE_ROWS)
         note = f"{DATA_KINDS[kind]}, iteration {iteration}: {len(frame)} rows"
+        if "sample_index" in frame and "question_id" in frame and frame["sample_index"].max() > 0:
+            note += f" ({frame['question_id'].nunique()} questions, {int(frame['sample_index'].max()) + 1} samples each)"
         note += f" (showing the first {shown})." if shown < len(frame) else "."
         return note, display_table(frame.head(shown))
+
+    @user_errors
+    def data_view(self, key: str, iteration: Any, kind: str) -> tuple[str, str]:
+        """data for the page: the table as HTML that fits the window, nothing at all when it is empty."""
+        note, frame = self.data(key, iteration, kind)
+        return note, html_table(frame)

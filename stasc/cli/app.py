@@ -61,6 +61,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--trust-remote-code", action="store_true", help="Allow runs whose model needs its own code (off by default)."
     )
     parser.add_argument("--no-preload", action="store_true", help="Load the model on the first request, not at start.")
+    parser.add_argument(
+        "--preload-all", action="store_true",
+        help="Load every iteration of every offered run before serving (a ZeroGPU Space generates in a process "
+        "forked for each request, where what it would load is lost).",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
     if args.hub_repo is None:
@@ -93,6 +98,19 @@ def _preload(handlers: Handlers) -> None:
         logger.warning("Could not preload the model: %s", error)
 
 
+def _preload_all(handlers: Handlers) -> None:
+    """Load each offered run's iterations now (the latest up to the engine's adapter cache), before serving."""
+    for _, key in handlers.catalog.choices():
+        try:
+            view = handlers.catalog.view(key)
+            for iteration in view.iteration_numbers[-handlers.engine.max_adapters - 1:]:
+                target = view.target(iteration, dtype=handlers.dtype, allow_remote_code=handlers.allow_remote_code)
+                handlers.engine.preload(target)
+            logger.info("Model ready: %s, iterations %s", view.choice.label, view.iteration_numbers)
+        except StascError as error:
+            logger.warning("Could not preload %s: %s", key, error)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python app.py ...`: serve until interrupted; returns the process exit code."""
     args = parse_args(argv)
@@ -102,7 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StascError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if not args.no_preload:
+    if args.preload_all:
+        _preload_all(handlers)
+    elif not args.no_preload:
         threading.Thread(target=_preload, args=(handlers,), name="stasc-preload", daemon=True).start()
     from stasc.app.ui import launch
 

@@ -94,6 +94,41 @@ def spread_over_groups(items: Sequence[int], groups: Sequence[Hashable], seed: i
     return [members[group][turn] for turn in range(rounds) for group in order if turn < len(members[group])]
 
 
+def own_answer_fixes(
+    question_ids: Sequence[Hashable],
+    initial_indices: Sequence[int],
+    initial_rewards: Sequence[int],
+    outputs: Sequence[str],
+    output_rewards: Sequence[int],
+    *,
+    seed: int = 0,
+) -> dict[tuple[Hashable, int], str]:
+    """For every wrong initial answer that none of its corrections fixed, one right answer the model gave to
+    the same question elsewhere (a right initial answer or a right correction), drawn with the seed; none
+    for a question the model never got right. Rows are (question, initial answer, one output of it), where
+    the outputs are the initial answers themselves and their corrections.
+
+    Such a pair teaches a fix the model can already produce, unlike a hinted rationalization, which can
+    teach an answer the model does not know."""
+    if not len(question_ids) == len(initial_indices) == len(initial_rewards) == len(outputs) == len(output_rewards):
+        raise ValueError("every output needs its question id, initial index and both rewards")
+    right: dict[Hashable, list[str]] = defaultdict(list)
+    fixed: dict[tuple[Hashable, int], bool] = {}
+    for question, index, initial, output, reward in zip(
+        question_ids, initial_indices, initial_rewards, outputs, output_rewards, strict=True
+    ):
+        _check_reward(initial)
+        _check_reward(reward)
+        if reward == 1 and output not in right[question]:
+            right[question].append(output)
+        if initial == 0:
+            fixed[(question, index)] = fixed.get((question, index), False) or reward == 1
+    shuffler = random.Random(seed)
+    return {
+        key: shuffler.choice(right[key[0]]) for key, was_fixed in fixed.items() if not was_fixed and right[key[0]]
+    }
+
+
 @dataclass(frozen=True)
 class Transitions:
     """Counts of how answers changed between the initial attempt and the correction."""

@@ -74,3 +74,28 @@ def self_correction_metrics(
     metrics.update({old: metrics[new] for old, new in ALIASES.items()})
     return metrics, intervals
 
+
+def round_metrics(
+    question_ids: Sequence[Hashable], turns: Sequence[Sequence[int]], *, resamples: int = 10_000, seed: int = 0
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """self_correction_metrics of the first two turns, and for each later turn t (Self-Refine rounds): acc_t{t},
+    and delta, i_to_c and c_to_i from turn t-1 to turn t (suffix _t{t-1}_t{t}), plus delta_t1_t{last}."""
+    if len(turns) < 2:
+        raise ValueError("at least an initial answer and one correction per sample")
+    metrics, intervals = self_correction_metrics(question_ids, turns[0], turns[1], resamples=resamples, seed=seed)
+    for turn in range(3, len(turns) + 1):
+        step, step_intervals = self_correction_metrics(
+            question_ids, turns[turn - 2], turns[turn - 1], resamples=resamples, seed=seed
+        )
+        metrics[f"acc_t{turn}"], intervals[f"acc_t{turn}"] = step["acc_t2"], step_intervals["acc_t2"]
+        for name in ("delta", "i_to_c", "c_to_i"):
+            key = f"{name}_t{turn - 1}_t{turn}"
+            metrics[key], intervals[key] = step[name], step_intervals[name]
+    if len(turns) > 2:
+        whole, whole_intervals = self_correction_metrics(
+            question_ids, turns[0], turns[-1], resamples=resamples, seed=seed
+        )
+        key = f"delta_t1_t{len(turns)}"
+        metrics[key], intervals[key] = whole["delta"], whole_intervals["delta"]
+    return metrics, intervals
+

@@ -7,6 +7,8 @@ reject consecutive user turns, and one turn carries the same text everywhere.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 Message = dict[str, str]
 
 
@@ -24,6 +26,17 @@ def correction_messages(
         {"role": "assistant", "content": initial_answer},
         {"role": "user", "content": correction_instructions},
     ]
+
+
+def refinement_messages(
+    question: str, answers: Sequence[str], instructions: str, correction_instructions: str
+) -> list[Message]:
+    """The prompt that asks the model to correct the last of its answers again (Self-Refine): the initial
+    answer, then each earlier correction, each followed by the correction request."""
+    messages = initial_messages(question, instructions)
+    for answer in answers:
+        messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": correction_instructions}]
+    return messages
 
 
 def training_messages(
@@ -52,3 +65,8 @@ def hinted_correction_messages(
 def mentions_hint(output: str) -> bool:
     """Whether a hinted correction refers to the hint, which makes no sense once the hint is removed."""
     return "hint" in output.lower()
+
+
+def answer_messages(question: str, answer: str, instructions: str) -> list[Message]:
+    """A question and its answer, as STaR trains on them (no correction turn); only the answer is supervised."""
+    return [*initial_messages(question, instructions), {"role": "assistant", "content": answer}]

@@ -22,6 +22,8 @@ EXTRACTIONS: tuple[str, ...] = ("full", "final_answer")
 
 _ASCII_PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES = frozenset({"a", "an", "the"})
+# Nonspacing marks (accents once decomposed) and format characters (zero-width space, joiners, soft hyphen).
+_DROPPED_CATEGORIES = frozenset({"Mn", "Cf"})
 # "Final Answer:" with optional markdown bold around the label or the colon ("**Final Answer:**",
 # "**Final Answer**:") and optional spaces before the colon.
 _FINAL_ANSWER = re.compile(r"final\s+answer\s*(?:\*\*)?\s*:(?:\s*\*\*)?", re.IGNORECASE)
@@ -43,10 +45,14 @@ def _is_punctuation(char: str) -> bool:
 
 def normalize_answer(text: str) -> str:
     """Normalise text SQuAD-style so that surface differences (case, accents, punctuation,
-    articles, spacing) do not decide whether an answer is right."""
-    decomposed = unicodedata.normalize("NFD", text)
-    without_marks = "".join(char for char in decomposed if unicodedata.category(char) != "Mn")
-    lowered = without_marks.lower()
+    articles, spacing) do not decide whether an answer is right.
+
+    Compatibility forms are folded (NFKC: the ligature "ﬁ" is "fi", full-width "Ｐａｒｉｓ" is "Paris"),
+    invisible format characters (zero-width spaces and joiners, soft hyphens) are dropped, and so
+    are accents (the combining marks of the decomposed text)."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    kept = "".join(char for char in decomposed if unicodedata.category(char) not in _DROPPED_CATEGORIES)
+    lowered = unicodedata.normalize("NFKC", kept).lower()
     spaced = "".join(" " if _is_punctuation(char) else char for char in lowered)
     return " ".join(token for token in spaced.split() if token not in _ARTICLES)
 

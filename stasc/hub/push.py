@@ -31,7 +31,7 @@ from typing import Any
 from stasc.config import check_repo_id
 from stasc.errors import StascError
 from stasc.run.layout import iteration_folder
-from stasc.run.manifest import TRANSITIONS, read_manifest
+from stasc.run.manifest import TRANSITIONS, inside_run, read_manifest, run_file
 from stasc.run.storage import write_json
 
 logger = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ def dataset_card(manifest: dict[str, Any], repo_id: str, upto: int, run_dir: Pat
         files = [
             {"split": iteration_folder(entry["iteration"]), "path": f"{iteration_folder(entry['iteration'])}/{Path(entry[key]).name}"}
             for entry in manifest["iterations"][: upto + 1]
-            if entry.get(key) and _row_count(run_dir / entry[key]) > 0
+            if entry.get(key) and _row_count(run_file(run_dir, entry[key])) > 0
         ]
         if files:
             configs.append({"config_name": SPLIT_NAMES[key], "data_files": files})
@@ -229,8 +229,11 @@ def push_run(
     for entry in manifest["iterations"]:
         iteration = entry["iteration"]
         folder = iteration_folder(iteration)
-        adapter_files = sorted((run_dir / entry["adapter"]).iterdir()) if entry.get("adapter") else []
-        data_files = [run_dir / entry[key] for key in DATA_FILES if entry.get(key)]
+        adapter_files = (
+            sorted(inside_run(run_dir, path) for path in run_file(run_dir, entry["adapter"]).iterdir())
+            if entry.get("adapter") else []
+        )
+        data_files = [run_file(run_dir, entry[key]) for key in DATA_FILES if entry.get(key)]
         digests = {"model": _digest(adapter_files, entry), "dataset": _digest(data_files, entry)}
         if all(done[kind].get(str(iteration)) == digests[kind] for kind in digests):
             already.append(iteration)

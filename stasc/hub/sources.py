@@ -18,7 +18,7 @@ import pandas as pd
 from stasc.config import check_repo_id
 from stasc.errors import StascError
 from stasc.run.layout import iteration_folder
-from stasc.run.manifest import check_manifest, read_manifest
+from stasc.run.manifest import check_manifest, read_manifest, run_file
 from stasc.run.storage import read_parquet
 
 
@@ -95,7 +95,7 @@ def adapter_location(source: RunSource, iteration: int, manifest: dict[str, Any]
     if not relative:
         return None
     if source.is_local:
-        return str(Path(source.location).expanduser() / relative), None
+        return str(run_file(Path(source.location).expanduser(), relative)), None
     owner = int(Path(relative).parent.name.split("_")[1])  # carried-forward adapters keep their own folder
     return source.location, iteration_folder(owner)
 
@@ -107,7 +107,7 @@ def load_evaluation(source: RunSource, iteration: int, kind: str = "evaluation")
     if not relative:
         return pd.DataFrame()
     if source.is_local:
-        path = Path(source.location).expanduser() / relative
+        path = run_file(Path(source.location).expanduser(), relative)
     else:
         path = _hub_file(source, f"{iteration_folder(iteration)}/{Path(relative).name}", repo_type="dataset")
     return read_parquet(path)

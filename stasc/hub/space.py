@@ -1,11 +1,16 @@
 """Deploy the app as a Hugging Face Space for a run published with `python -m stasc push`.
 
-    python -m stasc.space deploy --space ORG/NAME --run ORG/RUN [--revision REV] [--private]
+    python -m stasc.space deploy --space ORG/NAME --run ORG/RUN [--revision REV] [--private] [--hardware HW]
     python -m stasc.space assemble --run ORG/RUN --out DIR      # the same folder, written locally
 
 The folder is the templates in spaces/ filled in for the run (README.md with the Space metadata,
 app.py, requirements.txt) plus a copy of this stasc package: stasc is not on PyPI, and the copy makes
 the Space run exactly the code that deployed it. `python DIR/app.py` runs the folder as-is.
+
+The Space runs on ZeroGPU unless --hardware names another: the app's generating handlers carry
+`spaces.GPU` (stasc.app.ui.gpu_task), so a GPU is held only while they generate, and the same files run
+on CPU hardware and locally, where the decorator does nothing. Which plan allows which hardware:
+https://huggingface.co/docs/hub/spaces-zerogpu and https://huggingface.co/docs/hub/spaces-gpus.
 """
 
 from __future__ import annotations
@@ -32,6 +37,25 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the whole stasc package, ev
 TEMPLATES = PACKAGE_DIR.parent / "spaces"
 TEMPLATE_FILES = ("README.md", "app.py", "requirements.txt")
 REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")
+ZERO_GPU = "zero-gpu"
+HARDWARE_ALIASES = {ZERO_GPU: "zero-a10g"}  # the Hub's own name for ZeroGPU
+CPU_TORCH_INDEX = "--extra-index-url https://download.pytorch.org/whl/cpu"
+
+
+def hardware_choices() -> list[str]:
+    """What --hardware accepts: zero-gpu, and every Space hardware the Hub client knows."""
+    from huggingface_hub import SpaceHardware
+
+    return [ZERO_GPU, *(flavor.value for flavor in SpaceHardware)]
+
+
+def hub_hardware(name: str) -> str:
+    """The Hub's name for the hardware a user asked for, or an error listing the choices."""
+    if name not in hardware_choices():
+        raise StascError(
+            f"Unknown Space hardware {name!r}: pass --hardware with one of {', '.join(hardware_choices())}."
+        )
+    return HARDWARE_ALIASES.get(name, name)
 
 
 @dataclass(frozen=True)
@@ -43,6 +67,7 @@ class SpacePlan:
     space_id: str
     base_model: str  # the run's --model value: 'bundled', a Hub id, or a path on the training machine
     variant: str
+    hardware: str = HARDWARE_ALIASES[ZERO_GPU]  # the Hub's name for it
 
     @property
     def base_model_hub_id(self) -> str | None:
@@ -61,14 +86,16 @@ class SpacePlan:
         return f"{self.run_repo}@{self.revision}" if self.revision else self.run_repo
 
 
-def plan(manifest: dict[str, Any], run_repo: str, space_id: str, revision: str | None = None) -> SpacePlan:
-    """Check the ids, and warn when the Space could not load the run's base model."""
+def plan(
+    manifest: dict[str, Any], run_repo: str, space_id: str, revision: str | None = None, hardware: str = ZERO_GPU
+) -> SpacePlan:
+    """Check the ids and the hardware, and warn when the Space could not load the run's base model."""
     check_repo_id(run_repo)
     check_repo_id(space_id)
     if revision is not None and not REVISION.match(revision):
         raise StascError(f"Invalid revision {revision!r}: use a branch, tag or commit id.")
     model, variant = str(manifest["config"]["model"]), str(manifest.get("variant", "?"))
-    result = SpacePlan(run_repo, revision, space_id, model, variant)
+    result = SpacePlan(run_repo, revision, space_id, model, variant, hub_hardware(hardware))
     if result.base_model_hub_id is None:
         logger.warning(
             "The run's base model %s is a local directory: the Space can only start where that path exists. "
@@ -121,6 +148,9 @@ def assemble(space: SpacePlan, out_dir: Path) -> Path:
         "space_id": space.space_id,
         "base_model": space.base_model,
         "variant": space.variant,
+        "hardware": space.hardware,
+        # The CPU build of torch on CPU hardware; PyPI's default build (with CUDA) on a GPU.
+        "torch_index": CPU_TORCH_INDEX if space.hardware.startswith("cpu") else "",
     }
     base_link = f"[{hub_id}](https://huggingface.co/{hub_id})" if hub_id else space.base_model
     per_file = {
@@ -156,19 +186,35 @@ def _explain(error: Exception, space_id: str) -> StascError:
     return StascError(f"Could not reach the Hub while deploying {space_id} ({type(error).__name__}). Try again.")
 
 
+def _hardware_refused(error: Exception, space: SpacePlan) -> StascError:
+    """The Space is uploaded but the Hub would not run it on the hardware asked for: usually the account's plan."""
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    why = f"HTTP {status}" if status else type(error).__name__
+    return StascError(
+        f"The Space {space.space_id} is uploaded, but the Hub would not put it on {space.hardware} "
+        f"({why}): the account's plan may not include that hardware (ZeroGPU and CPU hardware: "
+        "https://huggingface.co/docs/hub/spaces-zerogpu, https://huggingface.co/docs/hub/spaces-gpus). "
+        "Pick hardware in the Space's settings, or deploy again with another --hardware."
+    )
+
+
 def deploy(
-    space_id: str, run_repo: str, *, revision: str | None = None, private: bool = False, api: Any = None
+    space_id: str, run_repo: str, *, revision: str | None = None, private: bool = False, hardware: str = ZERO_GPU,
+    api: Any = None,
 ) -> str:
-    """Create (or update) the Space for a published run; returns its URL."""
+    """Create (or update) the Space for a published run on the hardware asked for; returns its URL."""
     from huggingface_hub import HfApi, constants
 
     api = api or HfApi()
     check_repo_id(space_id)
-    space = plan(fetch_manifest(api, run_repo, revision), run_repo, space_id, revision)
+    space = plan(fetch_manifest(api, run_repo, revision), run_repo, space_id, revision, hardware)
     with tempfile.TemporaryDirectory(prefix="stasc-space-") as scratch:
         folder = assemble(space, Path(scratch) / "space")
         try:
-            api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+            api.create_repo(
+                space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True,
+                space_hardware=space.hardware,
+            )
             api.upload_folder(
                 repo_id=space_id,
                 repo_type="space",
@@ -178,4 +224,8 @@ def deploy(
             )
         except Exception as error:  # any failure of the Hub client: say why and how to fix it
             raise _explain(error, space_id) from None
+    try:  # an existing Space keeps its hardware through create_repo: ask for it explicitly
+        api.request_space_hardware(space_id, space.hardware)
+    except Exception as error:
+        raise _hardware_refused(error, space) from None
     return f"{constants.ENDPOINT}/spaces/{space_id}"

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from stasc.errors import StascError, closest_hint
@@ -147,6 +148,13 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(
             model_path, dtype=dtype, trust_remote_code=trust_remote_code
         )
+    except SafetensorError as error:
+        bundled = Path(model_path).name == BUNDLED_NAME
+        again = f"delete {model_path} and it is converted again" if bundled else "copy or download the model again"
+        raise StascError(
+            f"Model {model_path} has a damaged weights file ({error}): it was cut short, e.g. by an interrupted "
+            f"download or copy, or a full disk. To fix it, {again}."
+        ) from None
     except (OSError, ValueError) as error:
         raise StascError(_load_failure(model_path, error)) from None
     model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -23,6 +23,10 @@ logger = logging.getLogger(__name__)
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
+REDO = (
+    "Delete that iteration's directory, and those of the iterations after it, then rerun the same command: "
+    "those iterations are redone."
+)
 
 
 class Policy:
@@ -38,7 +42,17 @@ class Policy:
     ) -> None:
         torch.manual_seed(seed)
         self.tokenizer = tokenizer
-        self.model: PeftModel = get_peft_model(base_model, lora_config)
+        linear = sorted({name.rsplit(".", 1)[-1] for name, module in base_model.named_modules()
+                         if isinstance(module, torch.nn.Linear)})
+        try:
+            self.model: PeftModel = get_peft_model(base_model, lora_config)
+        except ValueError:  # peft: no module matches the target names
+            targets = lora_config.target_modules
+            named = targets if isinstance(targets, str) else " ".join(sorted(targets or []))
+            raise StascError(
+                f"--lora-target-modules {named} matches no layer of the model. Use all-linear, or some of its "
+                f"linear layers: {' '.join(linear)}."
+            ) from None
         adapter_config = self.model.peft_config[self.model.active_adapter]
         if isinstance(adapter_config.target_modules, set):  # a set's order changes between processes
             adapter_config.target_modules = sorted(adapter_config.target_modules)  # same adapter_config.json
@@ -66,15 +80,13 @@ class Policy:
         weights = Path(adapter_dir) / ADAPTER_WEIGHTS
         if not weights.is_file() or not (Path(adapter_dir) / ADAPTER_CONFIG).is_file():
             raise StascError(
-                f"Adapter {adapter_dir} is incomplete (missing {ADAPTER_WEIGHTS} or {ADAPTER_CONFIG}). "
-                "Delete that iteration's directory and rerun the same command to redo it."
+                f"Adapter {adapter_dir} is incomplete (missing {ADAPTER_WEIGHTS} or {ADAPTER_CONFIG}). {REDO}"
             )
         try:
             state = load_file(str(weights), device=str(self.device))
         except Exception as error:  # safetensors raises its own error types for corrupt files
             raise StascError(
-                f"Adapter {weights} cannot be read ({error}). Delete that iteration's directory and "
-                "rerun the same command to redo it."
+                f"Adapter {weights} cannot be read ({error}). {REDO}"
             ) from None
         result = set_peft_model_state_dict(self.model, state)
         missing = [key for key in result.missing_keys if "lora_" in key]

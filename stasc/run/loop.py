@@ -31,30 +31,41 @@ from peft import LoraConfig
 
 from stasc import __version__
 from stasc.config import StascConfig
-from stasc.core.filtering import count_transitions, kept_pairs
-from stasc.core.metrics import self_correction_metrics
+from stasc.core.filtering import count_transitions, kept_pairs, own_answer_fixes
+from stasc.core.metrics import round_metrics
 from stasc.core.prompts import (
     Message,
+    answer_messages,
     correction_messages,
     hinted_correction_messages,
     initial_messages,
     mentions_hint,
+    refinement_messages,
     training_messages,
 )
-from stasc.core.rewards import binary_reward, score_output
-from stasc.data import QAExample, load_qa_splits, split_validation
+from stasc.core.rewards import normalize_answer
+from stasc.core.tasks import task_accuracy, task_reward
+from stasc.data import QAExample, RowRules, load_qa_splits, split_validation
 from stasc.distributed import current_processes
 from stasc.errors import StascError
 from stasc.modeling.models import load_model, load_tokenizer, pick_dtype, resolve_model_path
 from stasc.modeling.policy import Policy
 from stasc.run.layout import iteration_dir
-from stasc.run.manifest import FORMAT_VERSION, format_table, manifest_path, read_manifest, write_manifest
+from stasc.run.lock import RunLock, check_unlocked
+from stasc.run.manifest import (
+    FORMAT_VERSION,
+    format_table,
+    manifest_path,
+    read_manifest,
+    run_file,
+    write_manifest,
+)
 from stasc.run.memory import peak_rss_mb, reset_peak_rss
 from stasc.run.storage import atomic_directory, read_parquet, remove_leftovers, write_json, write_parquet
 from stasc.sampling.base import Sampler, gpu_handover
 from stasc.sampling.factory import make_sampler
 from stasc.sampling.vllm import check_backend
-from stasc.training.lora import train_adapter
+from stasc.training.lora import check_sequence_room, train_adapter
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +79,9 @@ EVALUATION = "evaluation.parquet"
 
 # Settings that may change between a run and its resumption without changing its results.
 RESUMABLE_CHANGES = frozenset(
-    {"iterations", "output_dir", "log_level", "report_to", "model_cache_dir", "push_to_hub", "hub_private"}
+    {"iterations", "output_dir", "log_level", "report_to", "model_cache_dir", "push_to_hub", "hub_private",
+     "max_question_chars"}
 )
-STEPS = ("initial", "corrections", "train", "eval_initial", "eval_corrections", "rationalizations", "filter")
 SEED_RANGE = 2**31
 
 
@@ -99,6 +110,7 @@ class StascRun:
             raise StascError(
                 f"--output-dir {self.run_dir} is a file, not a directory. Pass a new directory name, or move the file."
             )
+        check_unlocked(self.run_dir)
         existing = read_manifest(self.run_dir) if manifest_path(self.run_dir).exists() else None
         if existing is not None:
             check_resumable(existing["config"], config, self.run_dir)
@@ -115,23 +127,32 @@ class StascRun:
             seed=config.seed,
             max_train=None if config.evaluate_on == "validation" else config.max_train_questions,
             max_test=config.max_test_questions,
+            rules=RowRules(max_question_chars=config.max_question_chars, normalize=normalize_answer),
         )
         if config.evaluate_on == "validation":
             self.train, self.test = split_validation(
                 self.train, config.validation_fraction, max_train=config.max_train_questions,
                 max_validation=config.max_test_questions,
             )
-        fingerprint = data_fingerprint(self.train, self.test)
-        if existing is not None and existing.get("data", {}).get("fingerprint") != fingerprint:
+        self.fingerprint = data_fingerprint(self.train, self.test)
+        if existing is not None:
+            self._check_existing(existing)
+        tokenizer = load_tokenizer(self.model_path, trust_remote_code=config.trust_remote_code)
+        check_sequence_room(tokenizer, [example.question for example in self.train], config)
+        base = load_model(self.model_path, dtype=pick_dtype(config.dtype), trust_remote_code=config.trust_remote_code)
+        self.policy = Policy(base, tokenizer, lora_config(config), seed=config.seed)
+        self.sampler: Sampler = make_sampler(config, self.policy, self.model_path)
+        self.manifest = existing or self._new_manifest(self.fingerprint)
+        self.lock = RunLock(self.run_dir)
+
+    def _check_existing(self, manifest: dict[str, Any]) -> None:
+        """Refuse to continue a run made with other settings or other questions."""
+        check_resumable(manifest["config"], self.config, self.run_dir)
+        if manifest.get("data", {}).get("fingerprint") != self.fingerprint:
             raise StascError(
                 f"The questions loaded now differ from the ones {self.run_dir} was started with "
                 "(the data file changed). Restore the data or use a new --output-dir."
             )
-        tokenizer = load_tokenizer(self.model_path, trust_remote_code=config.trust_remote_code)
-        base = load_model(self.model_path, dtype=pick_dtype(config.dtype), trust_remote_code=config.trust_remote_code)
-        self.policy = Policy(base, tokenizer, lora_config(config), seed=config.seed)
-        self.sampler: Sampler = make_sampler(config, self.policy, self.model_path)
-        self.manifest = existing or self._new_manifest(fingerprint)
 
     def _new_manifest(self, fingerprint: str) -> dict[str, Any]:
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -157,10 +178,36 @@ class StascRun:
         """
         self.on_iteration = on_iteration if self.processes.is_main else None
         self.processes.barrier()  # every process has read the run directory before the main one changes it
-        if self.processes.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+        problem, manifest = self.processes.from_main(self._claim)
+        if problem:
+            raise StascError(problem)
+        try:
+            self.manifest = manifest or self.manifest
+            return self._run_iterations()
+        finally:
+            self.lock.release()
+
+    def _claim(self) -> tuple[str | None, dict[str, Any] | None]:
+        """Main process: lock the run directory, then read what is in it now (another run may have finished
+        iterations since this one started) and clear what interrupted runs left. (error message, manifest)."""
+        try:
+            self.lock.acquire()
+        except StascError as error:
+            return str(error), None
+        try:
+            manifest = read_manifest(self.run_dir) if manifest_path(self.run_dir).exists() else None
+            if manifest is not None:
+                self._check_existing(manifest)
+                forget_deleted_iterations(self.run_dir, manifest)
             remove_leftovers(self.run_dir)
             remove_finished_parts(self.run_dir)
+        except StascError as error:
+            self.lock.release()
+            return str(error), None
+        return None, manifest
+
+    def _run_iterations(self) -> dict[str, Any]:
+        """The iterations not recorded yet, with the run directory locked."""
         self.manifest["config"]["iterations"] = self.config.iterations
         self.manifest["status"] = "running"
         self._save_manifest()
@@ -190,10 +237,9 @@ class StascRun:
     def _adapter_of(self, iteration: int) -> Path | None:
         """Where M_iteration's adapter lives (None for M0)."""
         relative = self.manifest["iterations"][iteration].get("adapter")
-        return self.run_dir / relative if relative else None
+        return run_file(self.run_dir, relative) if relative else None
 
     def _seed(self, iteration: int, step: str, chunk: int = 0) -> int:
-        assert step in STEPS, step
         return derived_seed(self.config.seed, iteration, step, chunk)
 
     def _relative(self, path: Path) -> str:
@@ -210,38 +256,59 @@ class StascRun:
         logger.info("Iteration %d/%d (%s)", iteration, config.iterations, config.variant_name)
 
         initial_path = self._initial_answers(iteration, previous_adapter)
-        corrections_path = directory / CORRECTIONS
-        rationalizations_path = directory / RATIONALIZATIONS
         train_path = directory / TRAIN_DATA
-        if not self.processes.exists(corrections_path):
-            corrections = self._corrections(read_parquet(initial_path), iteration, previous_adapter)
-            rationalizations = None
-            if config.rationalize and self.processes.exists(rationalizations_path):
-                rationalizations = read_parquet(rationalizations_path)
-            elif config.rationalize:
-                rationalizations = self._rationalizations(corrections, iteration, previous_adapter)
-                self._write_step(rationalizations_path, rationalizations)
-            corrections["kept"] = self._filter(corrections, rationalizations, iteration)
-            self._write_step(corrections_path, corrections)
-        corrections = read_parquet(corrections_path)
-        rationalizations = read_parquet(rationalizations_path) if config.rationalize else None
-        if not self.processes.exists(train_path):
-            self.processes.main_writes(write_parquet, train_path, self._training_rows(corrections, rationalizations))
-        train_rows = read_parquet(train_path)
+        if config.method == "star":
+            train_rows, extra = self._star_data(read_parquet(initial_path), train_path)
+        else:
+            train_rows, extra = self._stasc_data(initial_path, train_path, iteration, previous_adapter)
 
-        warnings: list[str] = []
         training: dict[str, Any] | None = None
         if len(train_rows) == 0:
             message = (
-                f"Iteration {iteration}: the {config.filter} filter kept no corrections "
-                f"(out of {len(corrections)}); M_{iteration} is M_{iteration - 1} carried forward."
+                f"Iteration {iteration}: nothing was kept to train on (out of {extra['train']['pairs']} "
+                f"{'answers' if config.method == 'star' else 'corrections'}); M_{iteration} is M_{iteration - 1} "
+                "carried forward."
             )
             logger.warning(message)
-            warnings.append(message)
+            extra["warnings"].append(message)
             adapter = previous_adapter
         else:
             adapter = directory / ADAPTER
             training = self._train(train_rows, iteration, previous_adapter, adapter)
+        extra.update(
+            initial_answers=self._relative(initial_path), train_data=self._relative(train_path),
+            kept_examples=len(train_rows), training=training,
+        )
+        evaluation = self._evaluate_iteration(iteration, adapter)
+        extra["seconds"] = round(time.monotonic() - started, 1)
+        self._record(iteration, evaluation, adapter, extra)
+
+    def _stasc_data(
+        self, initial_path: Path, train_path: Path, iteration: int, previous_adapter: Path | None
+    ) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """Steps 2 and 3 of STaSC: corrections (and extra fixes), the filter, the training rows."""
+        config = self.config
+        directory = train_path.parent
+        corrections_path = directory / CORRECTIONS
+        rationalizations_path = directory / RATIONALIZATIONS
+        if self.processes.exists(corrections_path):
+            corrections = read_parquet(corrections_path)
+        else:
+            corrections = self._corrections(read_parquet(initial_path), iteration, previous_adapter)
+        rationalizations = None
+        if config.rationalize and self.processes.exists(rationalizations_path):
+            rationalizations = read_parquet(rationalizations_path)
+        elif config.rationalize:
+            rationalizations = self._rationalizations(corrections, iteration, previous_adapter)
+            self._write_step(rationalizations_path, rationalizations)
+        own_fixes = self._own_answer_fixes(corrections, iteration) if config.own_answer_fixes else None
+        extra_fixes = {"rationalization": rationalizations, "own_answer": own_fixes}
+        if "kept" not in corrections:
+            corrections["kept"] = self._filter(corrections, extra_fixes, iteration)
+            self._write_step(corrections_path, corrections)
+        if not self.processes.exists(train_path):
+            self.processes.main_writes(write_parquet, train_path, self._training_rows(corrections, extra_fixes))
+        train_rows = read_parquet(train_path)
 
         transitions = count_transitions(zip(corrections["initial_reward"], corrections["correction_reward"], strict=True))
         train_stats = {
@@ -254,22 +321,33 @@ class StascRun:
                 zip(train_rows["initial_reward"], train_rows["correction_reward"], strict=True)
             ).counts(),
         }
-        extra = {
-            "initial_answers": self._relative(initial_path),
-            "corrections": self._relative(corrections_path),
-            "train_data": self._relative(train_path),
-            "kept_examples": len(train_rows),
-            "train": train_stats,
-            "training": training,
-            "warnings": warnings,
-        }
+        extra: dict[str, Any] = {"corrections": self._relative(corrections_path), "train": train_stats, "warnings": []}
         if rationalizations is not None:
             extra["rationalizations"] = self._relative(rationalizations_path)
             train_stats["rationalized"] = int(rationalizations["kept"].sum()) if len(rationalizations) else 0
             train_stats["rationalization_attempts"] = len(rationalizations)
-        evaluation = self._evaluate_iteration(iteration, adapter)
-        extra["seconds"] = round(time.monotonic() - started, 1)
-        self._record(iteration, evaluation, adapter, extra)
+        if own_fixes is not None:
+            train_stats["own_answer_fixes"] = len(own_fixes)
+        return train_rows, extra
+
+    def _star_data(self, initial: pd.DataFrame, train_path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """--method star: the right initial answers, each trained on as the answer to its question (no
+        correction turn), as STaR fine-tunes on its own correct answers."""
+        if not self.processes.exists(train_path):
+            kept = initial[initial["initial_reward"] == 1].reset_index(drop=True)
+            kept["messages"] = [
+                answer_messages(row.question, row.initial_answer, self.config.instructions) for row in kept.itertuples()
+            ]
+            if kept.empty:
+                kept["messages"] = pd.Series([], dtype=object)
+            self.processes.main_writes(write_parquet, train_path, kept)
+        train_rows = read_parquet(train_path)
+        train_stats = {
+            "pairs": len(initial),
+            "kept_examples": len(train_rows),
+            "train_initial_accuracy": float(initial["initial_reward"].mean()) if len(initial) else 0.0,
+        }
+        return train_rows, {"train": train_stats, "warnings": []}
 
     def _sample_rows(
         self,
@@ -416,23 +494,52 @@ class StascRun:
             rows = pd.DataFrame(columns=[*initial_columns(corrections), "correction", "correction_reward", "kept"])
         return rows
 
-    def _filter(self, corrections: pd.DataFrame, rationalizations: pd.DataFrame | None, iteration: int) -> list[bool]:
-        """Step 3: the filter's decision for every correction."""
+    def _own_answer_fixes(self, corrections: pd.DataFrame, iteration: int) -> pd.DataFrame:
+        """Step 2c (--own-answer-fixes): for each wrong initial answer that no correction fixed, one of the
+        model's own right answers to the same question as its correction (kept, like a rationalization)."""
+        attempts = corrections.drop_duplicates(["question_id", "initial_index"])
+        outputs = pd.concat(
+            [
+                attempts[["question_id", "initial_index", "initial_reward"]].assign(
+                    output=attempts["initial_answer"], output_reward=attempts["initial_reward"]),
+                corrections[["question_id", "initial_index", "initial_reward"]].assign(
+                    output=corrections["correction"], output_reward=corrections["correction_reward"]),
+            ],
+            ignore_index=True,
+        )
+        fixes = own_answer_fixes(
+            list(outputs["question_id"]), [int(index) for index in outputs["initial_index"]],
+            [int(reward) for reward in outputs["initial_reward"]], list(outputs["output"]),
+            [int(reward) for reward in outputs["output_reward"]], seed=self._seed(iteration, "own_answer_fixes"),
+        )
+        columns = initial_columns(corrections)
+        rows = [
+            {**row, "correction": fixes[(row["question_id"], int(row["initial_index"]))], "correction_reward": 1,
+             "kept": True}
+            for row in attempts[columns].to_dict("records")
+            if (row["question_id"], int(row["initial_index"])) in fixes
+        ]
+        return pd.DataFrame(rows, columns=[*columns, "correction", "correction_reward", "kept"])
+
+    def _filter(self, corrections: pd.DataFrame, extra_fixes: dict[str, pd.DataFrame | None], iteration: int) -> list[bool]:
+        """Step 3: the filter's decision for every correction (rationalizations and own-answer fixes count
+        as wrong-to-right pairs for the balanced filter)."""
         return kept_pairs(
             list(corrections["initial_reward"]), list(corrections["correction_reward"]),
             list(corrections["question_id"]), self.config.filter,  # type: ignore[arg-type]
             keep_ratio=self.config.keep_ratio,
-            extra_fixes=0 if rationalizations is None else int(rationalizations["kept"].sum()),
+            extra_fixes=sum(int(rows["kept"].sum()) for rows in extra_fixes.values() if rows is not None),
             seed=self._seed(iteration, "filter"),
         )
 
-    def _training_rows(self, corrections: pd.DataFrame, rationalizations: pd.DataFrame | None) -> pd.DataFrame:
+    def _training_rows(self, corrections: pd.DataFrame, extra_fixes: dict[str, pd.DataFrame | None]) -> pd.DataFrame:
         """Step 3: the kept pairs, each with the whole conversation it is trained on (a rationalization
-        under the plain correction request, without its hint)."""
+        under the plain correction request, without its hint); `source` says where each came from."""
         kept = corrections[corrections["kept"]].drop(columns=["kept"]).assign(source="correction")
-        if rationalizations is not None and len(rationalizations):
-            rationalized = rationalizations[rationalizations["kept"].astype(bool)].drop(columns=["kept"])
-            kept = pd.concat([kept, rationalized.assign(source="rationalization")], ignore_index=True)
+        for source, rows in extra_fixes.items():
+            if rows is not None and len(rows):
+                chosen = rows[rows["kept"].astype(bool)].drop(columns=["kept"])
+                kept = pd.concat([kept, chosen.assign(source=source)], ignore_index=True)
         kept = kept.reset_index(drop=True)
         kept["messages"] = [
             training_messages(
@@ -518,17 +625,53 @@ class StascRun:
             ]
 
         rows = self._sample_rows(
-            path, prompts, 1, evaluated_rows, adapter=adapter, iteration=iteration, step="eval_corrections",
-            desc=f"iter {iteration} eval corrections", temperature=temperature,
+            path.with_name("evaluation_round1.parquet"), prompts, 1, evaluated_rows, adapter=adapter,
+            iteration=iteration, step="eval_corrections", desc=f"iter {iteration} eval corrections",
+            temperature=temperature,
         )
-        self._write_step(path, rows)
-        self._remove_parts(path.with_name("evaluation_initial.parquet"))
+        for round_number in range(2, config.eval_rounds + 1):
+            rows = self._refine(rows, round_number, adapter, iteration)
+        self.processes.main_writes(write_parquet, path, rows)
+        for name in ["initial", *(f"round{number}" for number in range(1, config.eval_rounds + 1))]:
+            self._remove_parts(path.with_name(f"evaluation_{name}.parquet"))
         return rows
+
+    def _refine(self, rows: pd.DataFrame, round_number: int, adapter: Path | None, iteration: int) -> pd.DataFrame:
+        """Evaluation round 2.. (--eval-rounds): the model corrects its previous correction once more; adds the
+        columns correction_R, correction_R_in_acc and correction_R_reward."""
+        config = self.config
+        earlier = ["correction"] + [f"correction_{number}" for number in range(2, round_number)]
+        records = rows.to_dict("records")
+        prompts = [
+            refinement_messages(
+                row["question"], [row["initial_answer"], *(row[column] for column in earlier)],
+                config.instructions, config.correction_instructions,
+            )
+            for row in records
+        ]
+
+        def refined_rows(position: int, corrections: list[str]) -> list[dict[str, Any]]:
+            row, correction = records[position], corrections[0]
+            return [{
+                **row,
+                f"correction_{round_number}": correction,
+                f"correction_{round_number}_in_acc": self._in_acc(correction, row["answers"]),
+                f"correction_{round_number}_reward": self._reward(correction, row["answers"]),
+            }]
+
+        return self._sample_rows(
+            iteration_dir(self.run_dir, iteration) / f"evaluation_round{round_number}.parquet", prompts, 1,
+            refined_rows, adapter=adapter, iteration=iteration, step=f"eval_round{round_number}",
+            desc=f"iter {iteration} eval round {round_number}", temperature=config.evaluation_temperature,
+        )
 
     def _record(self, iteration: int, evaluation: pd.DataFrame, adapter: Path | None, extra: dict[str, Any]) -> None:
         """Append a finished iteration to the manifest (the moment it counts as done)."""
-        metrics, intervals = self_correction_metrics(
-            list(evaluation["question_id"]), list(evaluation["initial_in_acc"]), list(evaluation["correction_in_acc"]),
+        turns = ["initial_in_acc", "correction_in_acc"] + [
+            f"correction_{number}_in_acc" for number in range(2, self.config.eval_rounds + 1)
+        ]
+        metrics, intervals = round_metrics(
+            list(evaluation["question_id"]), [list(evaluation[column]) for column in turns],
             seed=self.config.seed % SEED_RANGE,
         )
         metrics["initial_reward"] = float(evaluation["initial_reward"].mean()) if len(evaluation) else 0.0
@@ -553,25 +696,44 @@ class StascRun:
         )
 
     def _reward(self, output: str, answers: Sequence[str]) -> int:
-        config = self.config
-        return binary_reward(
-            output, list(answers), reward=config.reward, extraction=config.answer_extraction,  # type: ignore[arg-type]
-            f1_threshold=config.f1_threshold,
-        )
+        return task_reward(self.config, output, answers)
 
     def _in_acc(self, output: str, answers: Sequence[str]) -> int:
-        score = score_output(output, list(answers), metric="in_acc", extraction=self.config.answer_extraction)  # type: ignore[arg-type]
-        return int(score)
+        return task_accuracy(self.config, output, answers)
 
 
 def remove_finished_parts(run_dir: Path) -> None:
     """Delete the chunks of sampling steps whose own file was written (a run killed in between leaves them)."""
     for parts in run_dir.glob("iteration_*/*.parts"):
         finished = parts.with_suffix(".parquet")
-        if parts.stem == "evaluation_initial":
+        if parts.stem.startswith("evaluation_"):  # the initial answers and each round of the evaluation
             finished = parts.with_name(EVALUATION)
         if finished.exists():
             shutil.rmtree(parts, ignore_errors=True)
+
+
+def forget_deleted_iterations(run_dir: Path, manifest: dict[str, Any]) -> None:
+    """Drop the entries of iterations whose directory was deleted (the way to redo a damaged one), so that
+    they are run again; refused while a later iteration, built on a deleted one, is still there."""
+    entries = manifest["iterations"]
+    gone = next((entry["iteration"] for entry in entries if not iteration_dir(run_dir, entry["iteration"]).is_dir()), None)
+    if gone is None:
+        return
+    later = sorted(
+        path.name for path in run_dir.glob("iteration_*")
+        if path.is_dir() and path.name.split("_")[-1].isdigit() and int(path.name.split("_")[-1]) > gone
+    )
+    if later:
+        raise StascError(
+            f"{iteration_dir(run_dir, gone)} was deleted, but the later iterations built on it are still there "
+            f"({', '.join(later)}). Delete them too and rerun the same command: iterations {gone} and later are "
+            "then redone."
+        )
+    logger.warning(
+        "%s was deleted: iterations %d..%d are redone", iteration_dir(run_dir, gone), gone, entries[-1]["iteration"]
+    )
+    del entries[gone:]
+    manifest["status"] = "running"
 
 
 def initial_columns(corrections: pd.DataFrame) -> list[str]:

@@ -19,6 +19,15 @@ class Sampler(Protocol):
         desc: str, temperature: float | None = None,
     ) -> list[list[str]]: ...
 
+    def stream(
+        self, conversation: Sequence[Message], *, adapter: Path | None, seed: int, desc: str,
+        temperature: float | None = None,
+    ) -> Iterator[str]:
+        """One answer as it grows (the text so far, each longer than the last), ending with
+        `sample([conversation], 1, adapter=adapter, seed=seed, ...)[0][0]`: what a reader watches is what the
+        loop measures."""
+        ...
+
 
 @runtime_checkable
 class SharesGpuMemory(Protocol):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from stasc.core.prompts import Message
@@ -38,6 +38,13 @@ class ShardedSampler:
         for index, answers in shares.items():
             results[index::groups] = answers
         return results
+
+    def stream(
+        self, conversation: Sequence[Message], *, adapter: Path | None, seed: int, desc: str,
+        temperature: float | None = None,
+    ) -> Iterator[str]:
+        """One conversation is not split: every process streams it with its own backend."""
+        return self.inner.stream(conversation, adapter=adapter, seed=seed, desc=desc, temperature=temperature)
 
     def release(self) -> None:
         if isinstance(self.inner, SharesGpuMemory):

@@ -19,7 +19,7 @@ import importlib.util
 import logging
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +219,13 @@ class VLLMSampler:
         ]
         answers = [text.strip() for text in self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)]
         return [answers[start : start + num_samples] for start in range(0, len(answers), num_samples)]
+
+    def stream(
+        self, conversation: Sequence[Message], *, adapter: Path | None, seed: int, desc: str,
+        temperature: float | None = None,
+    ) -> Iterator[str]:
+        """The whole answer at once: vLLM's offline engine returns finished sequences only."""
+        yield self.sample([conversation], 1, adapter=adapter, seed=seed, desc=desc, temperature=temperature)[0][0]
 
     def _lora_request(self, adapter: Path | None) -> Any:
         """M0 (None) or a LoRA request for the saved adapter; each adapter directory gets its own id."""

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 
 import torch
 from peft.helpers import disable_input_dtype_casting
-from transformers import DataCollatorForSeq2Seq, DynamicCache, Trainer, TrainingArguments
+from transformers import DataCollatorForSeq2Seq, DynamicCache, PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from stasc.config import StascConfig
 from stasc.sampling.cpu_engine.decoding import MIN_SHARED_PREFIX
 from stasc.distributed import current_processes
 from stasc.errors import StascError
 from stasc.modeling.policy import Policy
-from stasc.core.prompts import Message
+from stasc.core.prompts import Message, training_messages
 from stasc.modeling.tokenization import IGNORE_INDEX, tokenize_conversation
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,23 @@ def build_training_dataset(
     if skipped:
         logger.warning("Skipped %d training conversations longer than --max-seq-length %d", skipped, max_seq_length)
     return kept, skipped
+
+
+def check_sequence_room(tokenizer: PreTrainedTokenizerBase, questions: Sequence[str], config: StascConfig) -> None:
+    """Refuse, before a run starts, a --max-seq-length that not even the shortest question's conversation fits
+    with an answer and a correction of --max-new-tokens each: every kept pair would be skipped, and the run
+    would stop at its first fine-tuning with settings that can no longer change."""
+    shortest = min(questions, key=len)
+    empty = training_messages(shortest, "", "", config.instructions, config.correction_instructions)
+    frame = len(tokenizer(tokenizer.apply_chat_template(empty, tokenize=False), add_special_tokens=False)["input_ids"])
+    needed = frame + 2 * config.max_new_tokens
+    if config.max_seq_length < needed:
+        raise StascError(
+            f"--max-seq-length {config.max_seq_length} is too short for any training conversation: the "
+            f"instructions, the shortest question and the correction request take {frame} tokens, and the answer "
+            f"and its correction up to 2 x --max-new-tokens ({2 * config.max_new_tokens}) more. Use "
+            f"--max-seq-length {needed} or more."
+        )
 
 
 def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor, first_needed: int) -> int:
@@ -182,7 +199,10 @@ def train_adapter(
     """Fine-tune the adapter now in the policy's slot on the given conversations, in place."""
     dataset, skipped = build_training_dataset(policy, conversations, config.max_seq_length)
     if len(dataset) == 0:
-        raise ValueError("No training conversation fits --max-seq-length.")
+        raise StascError(
+            f"No training conversation fits --max-seq-length {config.max_seq_length}: all {skipped} kept ones are "
+            "longer. Start the run again in a new --output-dir with a larger --max-seq-length."
+        )
     processes = current_processes().count
     per_device, remainder = divmod(config.train_batch_size, config.gradient_accumulation_steps * processes)
     if remainder or per_device == 0:

@@ -34,7 +34,7 @@ Greedy decoding gives the same tokens as `generate` (tested).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -210,8 +210,12 @@ def decode(
     stop_ids: Sequence[int],
     seed: int,
     suppress_ids: torch.Tensor | None = None,
+    on_step: Callable[[list[list[int]]], None] | None = None,
 ) -> list[list[int]]:
-    """New tokens for num_samples continuations of each prompt, ordered prompt by prompt."""
+    """New tokens for num_samples continuations of each prompt, ordered prompt by prompt.
+
+    on_step, when given, sees every sequence's tokens so far after each step (streaming to a reader);
+    an exception it raises ends decoding."""
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     prefix_attention = supports_shared_prefix_attention(model)
@@ -226,7 +230,7 @@ def decode(
         rows = prefill(weights, [prompt[shared:] for prompt in prompts], shared, prefix)
         rows = rows if row_prompts is None else rows.selected(row_prompts)
         steps = LlamaSteps(weights, rows, shared, prefix, settings.max_new_tokens)
-        return _sample_rows(steps, rows.logits, groups, settings, generator, stop_ids, suppress_ids)
+        return _sample_rows(steps, rows.logits, groups, settings, generator, stop_ids, suppress_ids, on_step)
     input_ids, attention = left_padded([prompt[shared:] for prompt in prompts], pad_token_id, device)
     positions = shared + (attention.cumsum(-1) - 1).clamp_min(0)
     cache = DynamicCache(config=model.config)
@@ -242,7 +246,7 @@ def decode(
             logits, attention, next_position = _prefill_rows(
                 model, cache, input_ids, attention, positions, row_prompts, extra)
             steps = ModelSteps(model, cache, attention, next_position, extra)
-            return _sample_rows(steps, logits, groups, settings, generator, stop_ids, suppress_ids)
+            return _sample_rows(steps, logits, groups, settings, generator, stop_ids, suppress_ids, on_step)
 
 
 BUCKET_RATIO = 0.75  # a prompt shorter than this fraction of its group's longest starts a new prefill group
@@ -349,6 +353,7 @@ def _prefill_rows(
 def _sample_rows(
     steps: LlamaSteps | ModelSteps, logits: torch.Tensor, groups: list[list[int]], settings: DecodeSettings,
     generator: torch.Generator, stop_ids: Sequence[int], suppress_ids: torch.Tensor | None,
+    on_step: Callable[[list[list[int]]], None] | None = None,
 ) -> list[list[int]]:
     """Draw a token for every sequence from its row (`groups`: the sequences of each row), split rows whose sequences
     drew different tokens, drop the rows whose sequences all stopped, step the rest; until all sequences stop."""
@@ -365,6 +370,8 @@ def _sample_rows(
         for sequence, token in zip((sequence for group in groups for sequence in group), tokens, strict=True):
             if token not in stops:
                 outputs[sequence].append(token)
+        if on_step is not None:
+            on_step(outputs)
         if step == settings.max_new_tokens - 1:
             break
         rows = regrouped(groups, tokens, stops)

@@ -13,8 +13,8 @@ Steps (each is recorded on its own; a failing step is reported with its error an
 
 Nothing is downloaded: the tokenizer is a word-level one built here with each shape's vocabulary size and a
 ChatML template. Needs torch, transformers, peft and accelerate (a stock CUDA PyTorch image) and stasc's own
-files (run it from the repository, installed or not); no vllm, datasets or gradio. The iteration also needs
-pandas and pyarrow (a run's files); without them it is reported as skipped. Exits 1 if a step failed.
+files (run it from the repository, installed or not); no vllm, datasets, gradio or math-verify. The iteration
+also needs pandas and pyarrow (a run's files); without them it is reported as skipped. Exits 1 if a step failed.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ CHATML = (
 CITIES = ("Paris", "London", "Rome")
 REQUIRED = ("torch", "transformers", "peft", "accelerate")
 FOR_THE_ITERATION = ("pandas", "pyarrow")
-ABSENT_IN_A_STOCK_IMAGE = ("vllm", "datasets", "gradio")
+ABSENT_IN_A_STOCK_IMAGE = ("vllm", "datasets", "gradio", "math_verify")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +113,8 @@ def word_tokenizer(vocab_size: int, words: tuple[str, ...] = ()) -> Any:
 
     entries = [*SPECIAL_TOKENS, *words]
     entries += [f"w{index}" for index in range(vocab_size - len(entries))]
-    backend = Tokenizer(models.WordLevel({word: index for index, word in enumerate(entries)}, unk_token="<|endoftext|>"))
+    vocabulary = {word: index for index, word in enumerate(entries)}
+    backend = Tokenizer(models.WordLevel(vocabulary, unk_token="<|endoftext|>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     backend.add_special_tokens(SPECIAL_TOKENS)
     tokenizer = PreTrainedTokenizerFast(

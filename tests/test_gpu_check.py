@@ -1,6 +1,6 @@
 """bench/gpu_check.py, the check to run on a machine with an NVIDIA GPU, run here with --device cpu (the same
-steps, small) in an environment where vllm, datasets and gradio cannot be imported, as in a stock CUDA
-PyTorch image."""
+steps, small) in an environment where vllm, datasets, gradio and math-verify cannot be imported, as in a stock
+CUDA PyTorch image."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ WITHOUT_PACKAGES = """
 import sys
 from importlib.machinery import PathFinder
 
-ABSENT = {"vllm", "datasets", "gradio"}
+ABSENT = {"vllm", "datasets", "gradio", "math_verify"}
 
 
 class PathFinderWithout(PathFinder):
@@ -40,7 +40,7 @@ sys.meta_path[:] = [PathFinderWithout if finder is PathFinder else finder for fi
 
 
 @pytest.mark.slow
-def test_the_gpu_check_runs_every_step_on_a_cpu_without_vllm_datasets_or_gradio(tmp_path: Path) -> None:
+def test_the_gpu_check_runs_every_step_on_a_cpu_without_vllm_datasets_gradio_or_math_verify(tmp_path: Path) -> None:
     blocker = tmp_path / "blocker"
     blocker.mkdir()
     (blocker / "sitecustomize.py").write_text(WITHOUT_PACKAGES)
@@ -55,6 +55,7 @@ def test_the_gpu_check_runs_every_step_on_a_cpu_without_vllm_datasets_or_gradio(
 
     packages = report["environment"]["packages"]
     assert packages["vllm"] is None and packages["datasets"] is None and packages["gradio"] is None
+    assert packages["math_verify"] is None
     assert packages["torch"] == torch.__version__ and report["failures"] == []
     sizes = report["sizes"]
     for name, model_type in (("smollm2-135m", "llama"), ("qwen2.5-1.5b", "qwen2")):

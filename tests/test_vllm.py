@@ -36,7 +36,7 @@ from stasc.run.manifest import read_manifest
 from stasc.modeling.models import load_model, load_tokenizer
 from stasc.modeling.policy import Policy
 from stasc.core.prompts import correction_messages, initial_messages
-from stasc.modeling.tokenization import IGNORE_INDEX, render_prompt, tokenize_conversation
+from stasc.modeling.tokenization import render_prompt
 from stasc.sampling.vllm import VLLMSampler, check_backend, engine_arguments, vllm_lora_rank
 from stasc.training.lora import train_adapter
 
@@ -452,52 +452,31 @@ def test_real_vllm_samples_every_step_with_the_previous_iterations_adapter(real_
     assert list(answers["initial_answer"]) == [answer for samples in again for answer in samples]
 
 
-def supervised_loss(sampler: VLLMSampler, conversations: list[list[dict[str, str]]], adapter: Path | None) -> float:
-    """The mean negative log-likelihood vLLM gives the last assistant turn of each conversation (the tokens
-    fine-tuning supervises), from its prompt log-probabilities with M0 or M0 plus the adapter."""
-    from vllm import SamplingParams
-
-    encoded = [tokenize_conversation(sampler.tokenizer, conversation) for conversation in conversations]
-    outputs = sampler.llm.generate(
-        [{"prompt_token_ids": tokens["input_ids"]} for tokens in encoded],
-        SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1),
-        lora_request=sampler._lora_request(adapter), use_tqdm=False,
-    )
-    losses = [
-        -output.prompt_logprobs[position][label].logprob
-        for tokens, output in zip(encoded, outputs, strict=True)
-        for position, label in enumerate(tokens["labels"])
-        if label != IGNORE_INDEX
-    ]
-    return sum(losses) / len(losses)
-
-
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_real_vllm_applies_a_trained_adapter_and_a_zero_one_changes_nothing(
     real_vllm_run: RealVllmRun, tmp_path: Path
 ) -> None:
     """Greedy answers to these easy questions are the same before and after training (the model already says
-    "The capital of France is Paris."), so the trained adapter is seen in what it was trained to do: vLLM scores
-    iteration 2's kept corrections far likelier with it than with M0 (fine-tuning took their loss from 0.39 to
-    under 0.01 nats per token); a zero adapter changes neither answers nor scores."""
+    "The capital of France is Paris."), so the trained adapter is seen in what it was trained to do: asked for
+    corrections of iteration 2's kept pairs, it says the kept corrections (fine-tuning took their loss to under
+    0.01 nats per token), which M0 does not. (vLLM's CPU build cannot score prompts with a LoRA adapter: prompt
+    log-probabilities stop its engine.) A zero adapter changes no answer."""
     run, sampler = real_vllm_run.run, real_vllm_run.sampler
     run.policy.reset_adapter()  # B = 0: the adapter adds nothing to M0
     run.policy.save_adapter(tmp_path / "zero")
     prompts = real_vllm_run.prompts("train")
+    kept = pd.read_parquet(real_vllm_run.directory / "iteration_02" / "train.parquet")
+    corrections = [[dict(message) for message in messages[:-1]] for messages in kept["messages"]]
 
-    def greedy(adapter: Path | None) -> list[str]:
-        samples = sampler.sample(prompts, 1, adapter=adapter, seed=0, desc="greedy", temperature=0.0)
+    def greedy(conversations, adapter: Path | None) -> list[str]:
+        samples = sampler.sample(conversations, 1, adapter=adapter, seed=0, desc="greedy", temperature=0.0)
         return [answer for (answer,) in samples]
 
-    assert greedy(tmp_path / "zero") == greedy(None)
-    kept = pd.read_parquet(real_vllm_run.directory / "iteration_02" / "train.parquet")
-    conversations = [[dict(message) for message in messages] for messages in kept["messages"]]
-    base = supervised_loss(sampler, conversations, None)
-    # M0 with a zero adapter runs vLLM's LoRA kernels instead of its compiled path: the same up to rounding
-    assert supervised_loss(sampler, conversations, tmp_path / "zero") == pytest.approx(base, abs=0.02)
-    trained = supervised_loss(sampler, conversations, real_vllm_run.directory / "iteration_02" / "adapter")
-    assert trained < base / 2, f"the trained adapter left its training corrections' loss at {trained} (M0: {base})"
+    assert greedy(prompts, tmp_path / "zero") == greedy(prompts, None)
+    trained = greedy(corrections, real_vllm_run.directory / "iteration_02" / "adapter")
+    assert trained == list(kept["correction"])
+    assert greedy(corrections, None) != trained, "M0 already said every kept correction"
 
 
 @pytest.mark.vllm

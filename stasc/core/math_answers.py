@@ -3,7 +3,8 @@
 Extraction is by hand (the answer's place is a convention of the prompt); equality is Hugging Face's
 math-verify, which parses LaTeX and plain expressions into SymPy and compares them symbolically and
 numerically, after rewriting two forms it reads differently (``1e3``, ``10\\,000``); a sentence such as
-"She has 1,200 marbles" is read as free text, where math-verify finds the number.
+"She has 1,200 marbles" is read as free text, where math-verify finds the number. math-verify is imported
+when a math answer is first compared, so QA runs (and bench/gpu_check.py, in images without it) do not need it.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import functools
 import re
 import threading
 from collections.abc import Sequence
-
-from math_verify import parse, verify
 
 from stasc.core.rewards import _FINAL_ANSWER  # the marker the QA task's final_answer extraction reads
 _BOXED = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
@@ -117,6 +116,8 @@ def _timeout() -> int | None:
 def _parsed(text: str) -> tuple[object, ...]:
     """SymPy forms of an answer. LaTeX math is read inside $...$; a sentence ("She has 1,200 marbles") is
     read as free text first, where math-verify finds the expression in it."""
+    from math_verify import parse
+
     as_math = None if _UNESCAPED_DOLLAR.search(text) else f"${text}$"
     readings = [text, as_math] if _WORD.search(text) else [as_math, text]
     for reading in readings:
@@ -140,6 +141,8 @@ def math_equal(prediction: str, reference: str) -> bool:
     gold, target = _parsed(reference), _parsed(prediction)
     if not gold or not target:
         return False
+    from math_verify import verify
+
     return bool(verify(list(gold), list(target), timeout_seconds=_timeout()))
 
 

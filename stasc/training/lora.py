@@ -14,7 +14,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from datasets import Dataset
 from peft.helpers import disable_input_dtype_casting
 from tqdm.auto import tqdm
 from transformers import (
@@ -53,18 +52,22 @@ class TrainingReport:
     train_loss: float
     supervised_tokens: int
     seconds: float
+    loss_curve: list[tuple[int, float]]
+    """(optimizer step, mean loss since the previous entry), as Trainer logs it: about ten times per
+    fine-tuning (every max(1, steps // 10) steps), so runs can be compared step by step."""
 
 
 def build_training_dataset(
     policy: Policy, conversations: Sequence[Sequence[Message]], max_seq_length: int
-) -> tuple[Dataset, int]:
-    """Tokenize and mask the conversations; drop those longer than max_seq_length."""
+) -> tuple[list[dict[str, list[int]]], int]:
+    """Tokenize and mask the conversations; drop those longer than max_seq_length. A plain list of rows is
+    a dataset to Trainer, so training needs no `datasets` package (a stock CUDA image has none)."""
     rows = [tokenize_conversation(policy.tokenizer, conversation) for conversation in conversations]
     kept = [row for row in rows if len(row["input_ids"]) <= max_seq_length]
     skipped = len(rows) - len(kept)
     if skipped:
         logger.warning("Skipped %d training conversations longer than --max-seq-length %d", skipped, max_seq_length)
-    return Dataset.from_list(kept), skipped
+    return kept, skipped
 
 
 def check_sequence_room(tokenizer: PreTrainedTokenizerBase, questions: Sequence[str], config: StascConfig) -> None:
@@ -169,6 +172,10 @@ class CorrectionTrainer(Trainer):
         loss = torch.nn.functional.cross_entropy(logits, targets[:, keep][mask], reduction="sum")
         count = num_items_in_batch if num_items_in_batch is not None else supervised.sum()
         loss = loss / count
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+            # the count is every process's tokens and DDP averages the processes' gradients: scale by the process
+            # count, as Trainer's own compute_loss does (without it a two-process run logged half the loss)
+            loss = loss * self.accelerator.num_processes
         return (loss, {"logits": logits}) if return_outputs else loss
 
 
@@ -282,7 +289,7 @@ def train_adapter(
             trainer.remove_callback(PrinterCallback)  # it prints every log record
             output = trainer.train()
     policy.mark_trained()
-    supervised = sum(sum(1 for label in labels if label != IGNORE_INDEX) for labels in dataset["labels"])
+    supervised = sum(sum(1 for label in row["labels"] if label != IGNORE_INDEX) for row in dataset)
     return TrainingReport(
         examples=len(dataset),
         skipped_too_long=skipped,
@@ -290,4 +297,7 @@ def train_adapter(
         train_loss=float(output.training_loss),
         supervised_tokens=supervised,
         seconds=float(output.metrics.get("train_runtime", 0.0)),
+        loss_curve=[
+            (int(entry["step"]), float(entry["loss"])) for entry in trainer.state.log_history if "loss" in entry
+        ],
     )

@@ -145,6 +145,12 @@ def test_shipped_configs_load() -> None:
         assert config.variant_name in VARIANTS
 
 
+def test_default_yaml_is_the_default_run() -> None:
+    """configs/default.yaml says it equals `python train.py`: it must move with the defaults."""
+    path = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+    assert config_from_args(["--config", str(path)]).to_dict() == config_from_args([]).to_dict()
+
+
 def test_round_trip_through_dict() -> None:
     config = StascConfig(variant="FNE", n_init=3)
     assert StascConfig.from_dict(config.to_dict()).to_dict() == config.to_dict()

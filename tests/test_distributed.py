@@ -310,8 +310,8 @@ def test_accelerate_launch_on_two_cpu_processes_trains_as_one_process_does(tmp_p
         "train.py", "--dataset", str(train), "--test-dataset", str(test), "--iterations", "1",
         "--n-init", "1", "--n-corr", "1", "--temperature", "0", "--max-new-tokens", "8", "--dtype", "float32",
         "--train-batch-size", "4", "--gradient-accumulation-steps", "2", "--min-train-steps", "4",
-        "--learning-rate", "1e-3", "--log-level", "warning",
-    ]
+        "--learning-rate", "1e-3", "--log-level", "warning", "--variant", "ENF", "--no-own-answer-fixes",
+    ]  # ENF keeps the right-stays-right pairs of a model that knows every capital: there is data to train on
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     accelerate = str(Path(sys.executable).parent / "accelerate")
     commands = {

@@ -27,8 +27,8 @@ from stasc.app.engine import Engine
 from stasc.app.handlers import Handlers, builtin_examples
 from stasc.app.ui import launch
 from stasc.errors import StascError
-from stasc.run.manifest import TRANSITIONS, read_manifest
-from stasc.core.prompts import correction_messages, initial_messages
+from stasc.run.manifest import FORMAT_VERSION, TRANSITIONS, read_manifest
+from stasc.core.prompts import correction_messages, initial_messages, refinement_messages
 from stasc.core.rewards import in_accuracy
 from stasc.hub.sources import RunSource
 from stasc.modeling.tokenization import render_prompt
@@ -201,10 +201,90 @@ def test_the_app_answers_with_the_loops_sampler_for_the_same_prompt_seed_and_set
     assert len(answers) > 1, "the seeds should give different answers at temperature 0.9"
 
 
+def rounds_app(model_dir: Path, root: Path, rounds: int) -> Handlers:
+    """Handlers over a run of the tiny model ('local:rounds') evaluated with `rounds` correction rounds: its
+    manifest and iteration 0 only, so that the tests of rounds need no training and stay fast."""
+    from stasc.config import StascConfig
+
+    run = root / "runs" / "rounds"
+    run.mkdir(parents=True)
+    metrics = {"initial_in_acc": 0.5, "correction_in_acc": 0.5, "acc_t1": 0.5, "acc_t2": 0.5, "delta": 0.0,
+               "i_to_c": 0.25, "c_to_i": 0.25, "c_to_c": 0.25, "i_to_i": 0.25,
+               **{f"acc_t{turn}": turn / 10 for turn in range(3, rounds + 2)}}
+    intervals = {f"acc_t{turn}": [turn / 20, turn / 5] for turn in range(3, rounds + 2)}
+    config = StascConfig(model=str(model_dir), dtype="float32", eval_rounds=rounds).to_dict()
+    manifest = {"format_version": FORMAT_VERSION, "config": config,
+                "iterations": [{"iteration": 0, "metrics": metrics, "intervals": intervals}]}
+    (run / "run.json").write_text(json.dumps(manifest))
+    return Handlers(Catalog(root / "runs", []), Engine(), dtype="float32")
+
+
+def test_a_run_evaluated_with_several_rounds_shows_each_correction_of_the_one_before(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = rounds_app(tiny_model_dir, tmp_path, 3)
+    asked: list[list[dict[str, str]]] = []
+    real = app.engine.stream
+
+    def recorded(target: Any, messages: Any, sampling: Any, seed: int = 0) -> Iterator[str]:
+        asked.append([dict(message) for message in messages])
+        yield from real(target, messages, sampling, seed)
+
+    monkeypatch.setattr(app.engine, "stream", recorded)
+    question = "Which city is test 1?"
+    outputs = list(app.compare_view("local:rounds", 0, question, "London", 0.9, 8, 3))
+    label, *final = outputs[-1]
+    initial, _, correction, _, summary, round_2, verdict_2, round_3, verdict_3, *unused = final
+    assert unused == [""] * 2 * (handlers_module.MAX_EXTRA_ROUNDS - 2)
+    config = read_manifest(tmp_path / "runs" / "rounds")["config"]
+    # Each round is prompted as the loop's evaluation prompts it: the answer and every correction so far.
+    instructions, request = config["instructions"], config["correction_instructions"]
+    assert asked == [
+        initial_messages(question, instructions),
+        correction_messages(question, initial, instructions, request),
+        refinement_messages(question, [initial, correction], instructions, request),
+        refinement_messages(question, [initial, correction, round_2], instructions, request),
+    ]
+    # The same sampler and seed as Compare: the first two answers are its answers.
+    panel = last(app.compare("local:rounds", 0, question, "London", 0.9, 8, 3))
+    assert (initial, correction, summary) == (panel.initial, panel.correction, panel.summary)
+    for text, shown in ((round_2, verdict_2), (round_3, verdict_3)):
+        assert ("✓ correct" if in_accuracy(text, ["London"]) == 1.0 else "✗ incorrect") in shown and "→" in shown
+    # Streamed in order: round 3 is written only once round 2 is done.
+    rounds = [(update[6], update[7], update[8]) for update in outputs]
+    assert any(text and not later and shown == views.PENDING for text, shown, later in rounds)
+    assert all(shown != views.PENDING for _, shown, later in rounds if later)
+    # The page shows round columns 2 and 3 (and hides the rest); the API's compare_rounds gives what it shows.
+    source = app.select_source("local:rounds")
+    assert source.rounds == 3 and "3 correction rounds" in source.rounds_note
+    assert last(app.compare_rounds("local:rounds", 0, question, "London", 0.9, 8, 3)) == tuple(final)
+
+
+@pytest.mark.parametrize("rounds", [1, 2 + handlers_module.MAX_EXTRA_ROUNDS])
+def test_one_round_shows_no_later_ones_and_more_than_shown_are_cut_and_said_so(
+    tiny_model_dir: Path, tmp_path: Path, rounds: int
+) -> None:
+    app = rounds_app(tiny_model_dir, tmp_path, rounds)
+    source = app.select_source("local:rounds")
+    shown = min(rounds, 1 + handlers_module.MAX_EXTRA_ROUNDS)
+    assert source.rounds == rounds
+    assert (f"shows the first {shown}" in source.rounds_note) if rounds > 1 else source.rounds_note == ""
+    outputs = last(app.compare_rounds("local:rounds", 0, "Which city?", "", 0, 8, 0))
+    texts, verdicts = outputs[5::2], outputs[6::2]
+    assert len(verdicts) == handlers_module.MAX_EXTRA_ROUNDS and all(verdicts[: shown - 1])
+    assert not any(texts[shown - 1:]) and not any(verdicts[shown - 1:])
+    view = app.metrics("local:rounds")
+    turns = [f"acc_t{turn}" for turn in range(3, rounds + 2)]
+    assert list(view.table.columns) == ["iteration", "kept", "acc_t1", "acc_t2", *turns, "delta", "i→c", "c→i"]
+    assert len(set(view.accuracy["answers"])) == 1 + rounds
+    assert all(f"{name} {int(name[5:]) / 10:.3f}" in view.summary for name in turns)
+
+
 def test_page_actions_label_their_answers_and_use_the_chat_as_it_is_when_they_run(handlers: Handlers) -> None:
     label, *panel = last(handlers.compare_view(KEY, 1, "Which city is test 1?", "London", 0, 8, 0))
     assert label == "**Answers of iteration 1** to: Which city is test 1?"
-    assert tuple(panel) == tuple(last(handlers.compare(KEY, 1, "Which city is test 1?", "London", 0, 8, 0)))
+    assert tuple(panel[:5]) == tuple(last(handlers.compare(KEY, 1, "Which city is test 1?", "London", 0, 8, 0)))
+    assert panel[5:] == [""] * 2 * handlers_module.MAX_EXTRA_ROUNDS  # a run evaluated with one round
     pair_label, *_ = last(handlers.compare_iterations_view(KEY, 0, 2, "Which city?", "", 0, 8, 0))
     assert pair_label == "**Left: iteration 0 (base model) · right: iteration 2**, on: Which city?"
     turns = list(handlers.chat_turn(KEY, 2, "Which city is test 1?", [], False, True, 0, 8, 0))
@@ -491,6 +571,8 @@ def test_the_served_app_is_driven_with_gradio_client(served: tuple[str, Handlers
     outputs = {name: [value["label"] for value in endpoint["returns"]] for name, endpoint in endpoints.items()}
     assert outputs["/compare"] == ["Initial answer", "Initial answer: final answer and verdict", "Self-correction",
                                    "Self-correction: final answer and verdict", "What the self-correction did"]
+    assert outputs["/compare_rounds"] == [*outputs["/compare"], *(label for number in range(2, 6) for label in (
+        f"Correction round {number}", f"Correction round {number}: final answer and verdict"))]
     assert outputs["/metrics"] == ["Summary", "In-accuracy", "Transition rates", "Per iteration"]
     unnamed = [(name, label) for name, labels in outputs.items() for label in labels
                if label is None or label.startswith("value_")]

@@ -80,3 +80,16 @@ def test_html_tables_escape_model_output_label_every_cell_and_vanish_when_empty(
     assert "<td data-label='question'>" in shown and "<td data-label='initial_answer'>" in shown
     assert views.html_table(pd.DataFrame()) == ""
     assert views.html_table(pd.DataFrame(columns=["question"])) == ""
+
+
+def test_later_rounds_join_the_table_and_the_plot_after_acc_t2() -> None:
+    rounds = {**NEW_ENTRY, "metrics": {**NEW_ENTRY["metrics"], "acc_t3": 0.625, "acc_t10": 0.75},
+              "intervals": {**NEW_ENTRY["intervals"], "acc_t3": [0.4, 0.8]}}
+    assert views.round_accuracies([rounds, NEW_ENTRY]) == ["acc_t3", "acc_t10"]
+    table = views.metrics_table([rounds])
+    assert list(table.columns) == ["iteration", "kept", "acc_t1", "acc_t2", "acc_t3", "acc_t10", "delta", "i→c", "c→i"]
+    assert list(table.iloc[0])[4:6] == [0.625, 0.75]
+    assert "[0.40, 0.80]" in views.metrics_html([rounds])
+    assert views.accuracy_labels([rounds])["acc_t3"] == "correction round 2 (acc_t3)"
+    assert views.accuracy_labels([NEW_ENTRY]) == views.ACCURACY_LABELS
+    assert list(views.metrics_table([NEW_ENTRY]).columns)[2:4] == ["acc_t1", "acc_t2"]

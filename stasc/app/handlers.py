@@ -10,6 +10,10 @@ Each generating action has two forms: the API's (compare, compare_iterations, ch
 history comes from the caller) and the page's (*_view, chat_turn, correct_turn), which label every answer
 with the question and iteration it belongs to and read the chat from the session's own copy when the
 action runs, so actions queued behind one another never answer under the wrong question.
+
+A run evaluated with several correction rounds (--eval-rounds R > 1) is compared round by round: the page and
+the compare_rounds endpoint also stream corrections 2..R, each of the one before, prompted as the loop's
+evaluation prompts them, so that what a visitor sees is what acc_t3 .. measure.
 """
 
 from __future__ import annotations
@@ -36,19 +40,20 @@ from stasc.app.conversation import (
 )
 from stasc.app.engine import Engine
 from stasc.app.views import (
-    ACCURACY_LABELS,
     PENDING,
     TRANSITION_LABELS,
+    accuracy_labels,
     correction_line,
     display_table,
     html_table,
     metric_values,
     metrics_html,
     metrics_table,
+    round_accuracies,
     transition_summary,
     verdict,
 )
-from stasc.core.prompts import correction_messages, initial_messages
+from stasc.core.prompts import initial_messages, refinement_messages
 from stasc.errors import StascError
 from stasc.hub.sources import load_evaluation
 from stasc.modeling.models import BUNDLED_NAME
@@ -60,6 +65,9 @@ TEMPERATURE_RANGE = (0.0, 1.5)
 NEW_TOKENS_RANGE = (8, 512)
 SEED_RANGE = (0, 2**31 - 1)
 MAX_TABLE_ROWS = 500
+# Corrections after the first that Compare shows (Gradio needs a fixed number of outputs); a run evaluated with
+# more rounds is shown up to round 1 + MAX_EXTRA_ROUNDS, and the page says so.
+MAX_EXTRA_ROUNDS = 4
 DATA_KINDS = {
     "evaluation": "Evaluation: answers and their corrections on the held-out questions",
     "train_data": "Training data: the corrections the filter kept",
@@ -142,6 +150,8 @@ class SourceView(NamedTuple):
     info: str
     temperature: float
     max_new_tokens: int
+    rounds: int  # the run's correction rounds at evaluation (eval_rounds)
+    rounds_note: str  # what Compare shows of them ("" for one round)
 
 
 class ChatTurn(NamedTuple):
@@ -194,12 +204,15 @@ class Handlers:
         view = self.catalog.view(key)
         low_t, high_t = TEMPERATURE_RANGE
         low_n, high_n = NEW_TOKENS_RANGE
+        rounds = self._rounds(view)
         return SourceView(
             iterations=self._iteration_choices(view),
             latest=view.latest,
             info=self._info(view, view.latest),
             temperature=min(max(float(view.config.get("temperature", 0.6)), low_t), high_t),
             max_new_tokens=min(max(int(view.config.get("max_new_tokens", 64)), low_n), high_n),
+            rounds=rounds,
+            rounds_note=self._rounds_note(rounds),
         )
 
     @user_errors
@@ -283,21 +296,71 @@ class Handlers:
             raise StascError(f"The seed must be a whole number from {low} to {high} (got {seed!r}).")
         return value
 
+    @staticmethod
+    def _rounds(view: RunView) -> int:
+        """How many correction rounds the run's evaluation drew (1 for runs that predate --eval-rounds)."""
+        return max(int(view.config.get("eval_rounds", 1)), 1)
+
+    @staticmethod
+    def _rounds_note(rounds: int) -> str:
+        """Above the answers: why more than one correction is shown, and that later rounds are cut."""
+        if rounds == 1:
+            return ""
+        note = (
+            f"This run was evaluated with **{rounds} correction rounds**: each correction corrects the one "
+            "before it, prompted as in the run's evaluation."
+        )
+        if rounds > 1 + MAX_EXTRA_ROUNDS:
+            note += f" The app shows the first {1 + MAX_EXTRA_ROUNDS}."
+        return note
+
     def _self_correct(
-        self, view: RunView, target: ModelTarget, question: str, sampling: DecodeSettings, seed: int
-    ) -> Iterator[tuple[str, str, bool]]:
-        """(initial, correction, done) as both stream: the answer first, then its correction."""
+        self, view: RunView, target: ModelTarget, question: str, sampling: DecodeSettings, seed: int,
+        rounds: int = 1,
+    ) -> Iterator[tuple[list[str], int]]:
+        """(answers, turn) as they stream: the initial answer, then `rounds` corrections, each of the one before
+        with the loop's prompt (refinement_messages); answers has rounds + 1 entries, "" until written, and turn
+        is the one being written (rounds + 1 once all are done). Every turn uses the same seed."""
         config = view.config
-        initial = ""
-        for initial in self.engine.stream(
-            target, initial_messages(question, config["instructions"]), sampling, seed
-        ):
-            yield initial, "", False
-        prompt = correction_messages(question, initial, config["instructions"], config["correction_instructions"])
-        correction = ""
-        for correction in self.engine.stream(target, prompt, sampling, seed):
-            yield initial, correction, False
-        yield initial, correction, True
+        answers = [""] * (rounds + 1)
+        prompt = initial_messages(question, config["instructions"])
+        for turn in range(rounds + 1):
+            for answers[turn] in self.engine.stream(target, prompt, sampling, seed):
+                yield list(answers), turn
+            prompt = refinement_messages(
+                question, answers[: turn + 1], config["instructions"], config["correction_instructions"]
+            )
+        yield answers, rounds + 1
+
+    def _compare(
+        self, key: str, iteration: Any, question: Any, references: Any, temperature: Any, max_new_tokens: Any,
+        seed: Any, *, extra_rounds: bool,
+    ) -> Iterator[tuple[ComparePanel, list[str]]]:
+        """The panel, and (with extra_rounds) each later round's (correction, verdict) flattened and padded to
+        MAX_EXTRA_ROUNDS pairs: "" for rounds the run did not evaluate."""
+        question = check_text(question, "question", MAX_QUESTION_CHARS)
+        golds = parse_references(references)
+        view, target, sampling = self._prepare(key, iteration, temperature, max_new_tokens)
+        extraction = str(view.config.get("answer_extraction", "full"))
+        rounds = min(self._rounds(view), 1 + MAX_EXTRA_ROUNDS) if extra_rounds else 1
+
+        def shown(answers: list[str], turn: int, number: int) -> str:
+            return verdict(answers[number], golds, extraction) if number < turn else PENDING
+
+        def round_verdict(answers: list[str], turn: int, number: int) -> str:
+            if number >= turn:
+                return PENDING
+            step = transition_summary(answers[number - 1], answers[number], golds, extraction)
+            return f"{shown(answers, turn, number)}\n\n{step}"
+
+        for answers, turn in self._self_correct(view, target, question, sampling, self._seed(seed), rounds):
+            initial, correction = answers[:2]
+            summary = transition_summary(initial, correction, golds, extraction) if turn > 1 else PENDING
+            later: list[str] = []
+            for number in range(2, rounds + 1):
+                later += [answers[number], round_verdict(answers, turn, number)]
+            later += [""] * (2 * (1 + MAX_EXTRA_ROUNDS - rounds) if extra_rounds else 0)
+            yield ComparePanel(initial, shown(answers, turn, 0), correction, shown(answers, turn, 1), summary), later
 
     @user_errors
     def compare(
@@ -305,24 +368,22 @@ class Handlers:
         max_new_tokens: Any = None, seed: Any = 0,
     ) -> Iterator[ComparePanel]:
         """The initial answer and its self-correction, streamed side by side."""
-        question = check_text(question, "question", MAX_QUESTION_CHARS)
-        golds = parse_references(references)
-        view, target, sampling = self._prepare(key, iteration, temperature, max_new_tokens)
-        extraction = str(view.config.get("answer_extraction", "full"))
-        initial_final = PENDING
-        for initial, correction, done in self._self_correct(view, target, question, sampling, self._seed(seed)):
-            if correction and initial_final == PENDING:
-                initial_final = verdict(initial, golds, extraction)
-            if not done:
-                yield ComparePanel(initial, initial_final, correction, PENDING, PENDING)
-                continue
-            yield ComparePanel(
-                initial,
-                verdict(initial, golds, extraction),
-                correction,
-                verdict(correction, golds, extraction),
-                transition_summary(initial, correction, golds, extraction),
-            )
+        for panel, _ in self._compare(
+            key, iteration, question, references, temperature, max_new_tokens, seed, extra_rounds=False
+        ):
+            yield panel
+
+    @user_errors
+    def compare_rounds(
+        self, key: str, iteration: Any, question: Any, references: Any, temperature: Any = None,
+        max_new_tokens: Any = None, seed: Any = 0,
+    ) -> Iterator[tuple[str, ...]]:
+        """compare, then the later correction rounds of a run evaluated with R > 1, each with its verdict and
+        what it did to the round before; the API's form of what the page shows."""
+        for panel, later in self._compare(
+            key, iteration, question, references, temperature, max_new_tokens, seed, extra_rounds=True
+        ):
+            yield (*panel, *later)
 
     @user_errors
     def compare_view(
@@ -331,8 +392,8 @@ class Handlers:
     ) -> Iterator[tuple[str, ...]]:
         """compare for the page: every update also says which question and iteration its answers belong to."""
         label = self._answer_label(key, iteration, question)
-        for panel in self.compare(key, iteration, question, references, temperature, max_new_tokens, seed):
-            yield (label, *panel)
+        for outputs in self.compare_rounds(key, iteration, question, references, temperature, max_new_tokens, seed):
+            yield (label, *outputs)
 
     def _answer_label(self, key: str, iteration: Any, question: Any) -> str:
         number = self.catalog.view(key).check_iteration(iteration)
@@ -360,11 +421,11 @@ class Handlers:
             )
 
         side_a = ("", "", PENDING)
-        for initial, correction, done in self._self_correct(view, target_a, question, sampling, number):
-            side_a = (initial, correction, summary(initial, correction) if done else PENDING)
+        for (initial, correction), turn in self._self_correct(view, target_a, question, sampling, number):
+            side_a = (initial, correction, summary(initial, correction) if turn > 1 else PENDING)
             yield IterationPair(*side_a, "", "", PENDING)
-        for initial, correction, done in self._self_correct(view, target_b, question, sampling, number):
-            yield IterationPair(*side_a, initial, correction, summary(initial, correction) if done else PENDING)
+        for (initial, correction), turn in self._self_correct(view, target_b, question, sampling, number):
+            yield IterationPair(*side_a, initial, correction, summary(initial, correction) if turn > 1 else PENDING)
 
     @user_errors
     def compare_iterations_view(
@@ -466,8 +527,10 @@ class Handlers:
 
     @user_errors
     def metrics(self, key: str) -> MetricsView:
-        """acc_t1 and acc_t2, and the transition rates, per iteration; the table with delta, i→c and c→i."""
+        """acc_t1, acc_t2 (and acc_t3 .. of later rounds), and the transition rates, per iteration; the table with
+        delta, i→c and c→i."""
         view = self.catalog.view(key)
+        labels = accuracy_labels(view.iterations)
         # Iterations as zero-padded labels: a numeric axis would show fractional iterations between them.
         width = len(str(view.latest))
         values = [(f"{entry['iteration']:0{width}d}", metric_values(entry)) for entry in view.iterations]
@@ -475,7 +538,8 @@ class Handlers:
             [
                 {"iteration": label, "answers": shown, "in-accuracy": metrics[name]}
                 for label, metrics in values
-                for name, shown in ACCURACY_LABELS.items()
+                for name, shown in labels.items()
+                if name in metrics
             ],
             columns=["iteration", "answers", "in-accuracy"],
         )
@@ -510,6 +574,11 @@ class Handlers:
             f"{first['acc_t2']:.3f} → {last['acc_t2']:.3f}. At iteration {view.latest} "
             f"self-correction {'gains' if gap >= 0 else 'loses'} {abs(gap):.3f} over the initial answers (delta)."
         ]
+        later = round_accuracies(view.iterations)
+        if later:
+            lines[0] += f" Later correction rounds at iteration {view.latest}: " + ", ".join(
+                f"{name} {last[name]:.3f}" for name in later if name in last
+            ) + "."
         lines += [f"- {correction_line(entry)}" for entry in view.iterations]
         return "\n".join(lines[:1] + [""] + lines[1:])
 

@@ -22,7 +22,15 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stasc.app.conversation import MAX_MESSAGE_CHARS, MAX_QUESTION_CHARS, MAX_REFERENCES_CHARS
-from stasc.app.handlers import DATA_KINDS, NEW_TOKENS_RANGE, SEED_RANGE, TEMPERATURE_RANGE, Handlers, builtin_examples
+from stasc.app.handlers import (
+    DATA_KINDS,
+    MAX_EXTRA_ROUNDS,
+    NEW_TOKENS_RANGE,
+    SEED_RANGE,
+    TEMPERATURE_RANGE,
+    Handlers,
+    builtin_examples,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +149,7 @@ def build_app(handlers: Handlers, *, examples: list[list[str]] | None = None) ->
                     )
                 ask = gr.Button("Answer, then self-correct", variant="primary", elem_id="ask")
                 answer_label = gr.Markdown(elem_classes=["answer-label"], elem_id="answer-label")
+                rounds_note = gr.Markdown(elem_classes=["answer-label"], elem_id="rounds-note")
                 with gr.Row(equal_height=True):
                     with gr.Column():
                         initial = gr.Textbox(
@@ -158,6 +167,19 @@ def build_app(handlers: Handlers, *, examples: list[list[str]] | None = None) ->
                             WAITING, label="Self-correction: final answer and verdict",
                             elem_classes=["final-answer"], elem_id="correction-final",
                         )
+                    # Later correction rounds, shown for runs evaluated with --eval-rounds R > 1 (see on_source).
+                    round_columns, round_outputs = [], []
+                    for number in range(2, 2 + MAX_EXTRA_ROUNDS):
+                        with gr.Column(visible=False, min_width=200) as column:
+                            round_outputs.append(gr.Textbox(
+                                label=f"Correction round {number}", lines=6, interactive=False,
+                                elem_id=f"correction-{number}",
+                            ))
+                            round_outputs.append(gr.Markdown(
+                                WAITING, label=f"Correction round {number}: final answer and verdict",
+                                elem_classes=["final-answer"], elem_id=f"correction-{number}-final",
+                            ))
+                        round_columns.append(column)
                 summary = gr.Markdown(
                     label="What the self-correction did", elem_classes=["transition-summary"], elem_id="summary"
                 )
@@ -228,6 +250,8 @@ def build_app(handlers: Handlers, *, examples: list[list[str]] | None = None) ->
                 view.max_new_tokens,
                 gr.update(choices=view.iterations, value=first),
                 gr.update(choices=view.iterations, value=view.latest),
+                view.rounds_note,
+                *(gr.update(visible=number <= view.rounds) for number in range(2, 2 + MAX_EXTRA_ROUNDS)),
             )
 
         def on_refresh(key: str) -> Any:
@@ -236,7 +260,9 @@ def build_app(handlers: Handlers, *, examples: list[list[str]] | None = None) ->
             return gr.update(choices=fresh, value=key if key in keys else keys[0])
 
         sampling = [temperature, max_new_tokens, seed]
-        source_outputs = [iteration, run_info, temperature, max_new_tokens, iteration_a, iteration_b]
+        source_outputs = [
+            iteration, run_info, temperature, max_new_tokens, iteration_a, iteration_b, rounds_note, *round_columns
+        ]
         metrics_outputs = [metrics_summary, accuracy_plot, transitions_plot, metrics_html]
         data_inputs = [source, iteration, data_kind]
         data_outputs = [data_note, data_html]
@@ -247,6 +273,10 @@ def build_app(handlers: Handlers, *, examples: list[list[str]] | None = None) ->
 
         # The API: named endpoints first, so that they keep their names; the page's own events are private.
         gr.on([], gpu_task(handlers.compare), compare_inputs, compare_outputs, api_name="compare", **GENERATION)
+        gr.on(
+            [], gpu_task(handlers.compare_rounds), compare_inputs, [*compare_outputs, *round_outputs],
+            api_name="compare_rounds", **GENERATION,
+        )
         gr.on(
             [], gpu_task(handlers.compare_iterations), pair_inputs, pair_outputs, api_name="compare_iterations",
             **GENERATION,
@@ -279,7 +309,7 @@ def build_app(handlers: Handlers, *, examples: list[list[str]] | None = None) ->
 
         gr.on(
             [ask.click, question.submit], gpu_task(handlers.compare_view), compare_inputs,
-            [answer_label, *compare_outputs], **PAGE_GENERATION,
+            [answer_label, *compare_outputs, *round_outputs], **PAGE_GENERATION,
         )
         compare_pair.click(
             gpu_task(handlers.compare_iterations_view), pair_inputs, [pair_label, *pair_outputs], **PAGE_GENERATION

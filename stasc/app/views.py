@@ -3,14 +3,16 @@ tables as HTML that fits a desktop window and a phone.
 
 Answers are scored with the run's own answer extraction and in-accuracy, so a verdict here is the
 one the run's evaluation would give. Run manifests name metrics acc_t1, acc_t2, delta, i_to_c and c_to_i
-with 95% intervals; older runs have only initial_in_acc, correction_in_acc and the transition rates
-under their long names, and no intervals: both are shown.
+with 95% intervals, and runs evaluated with several correction rounds (--eval-rounds R > 1) also acc_t3 ..
+acc_t{R+1}; older runs have only initial_in_acc, correction_in_acc and the transition rates under their long
+names, and no intervals: all are shown.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,6 +31,7 @@ TRANSITION_LABELS = {
     "i_to_c": "incorrect → correct",
     "i_to_i": "incorrect → incorrect",
 }
+ROUND_ACCURACY = re.compile(r"acc_t([3-9]|[1-9]\d+)")  # acc_t3, acc_t4 ...: the accuracy after each later round
 
 
 def final_answer(text: str) -> str | None:
@@ -94,7 +97,28 @@ def metric_values(entry: Mapping[str, Any]) -> dict[str, float]:
     values = {name: float(metrics.get(name, 0.0)) for name in (*HEADLINE_LABELS, "c_to_c", "i_to_i")}
     if "delta" not in metrics:
         values["delta"] = values["acc_t2"] - values["acc_t1"]
+    values.update({name: float(value) for name, value in metrics.items() if ROUND_ACCURACY.fullmatch(name)})
     return values
+
+
+def round_accuracies(iterations: Sequence[Mapping[str, Any]]) -> list[str]:
+    """acc_t3, acc_t4 ... that a run's iterations report (none unless it was evaluated with R > 1), in turn order."""
+    names = {name for entry in iterations for name in entry["metrics"] if ROUND_ACCURACY.fullmatch(name)}
+    return sorted(names, key=lambda name: int(name.removeprefix("acc_t")))
+
+
+def accuracy_labels(iterations: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """The accuracy curves of a run's plot: the initial answers, the correction, and each later round."""
+    later = {name: f"correction round {int(name.removeprefix('acc_t')) - 1} ({name})"
+             for name in round_accuracies(iterations)}
+    return {**ACCURACY_LABELS, **later}
+
+
+def _table_labels(iterations: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """The table's metric columns: the headline ones, with the later rounds' accuracies after acc_t2."""
+    names = list(HEADLINE_LABELS)
+    later = round_accuracies(iterations)
+    return {name: HEADLINE_LABELS.get(name, name) for name in [*names[:2], *later, *names[2:]]}
 
 
 def metric_intervals(entry: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
@@ -142,15 +166,17 @@ def correction_line(entry: Mapping[str, Any]) -> str:
 
 
 def metrics_table(iterations: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per iteration: kept examples and the headline metrics, rounded."""
+    """One row per iteration: kept examples and the headline metrics (with acc_t3 .. when present), rounded."""
+    labels = _table_labels(iterations)
     rows = []
     for entry in iterations:
         values = metric_values(entry)
         kept = entry.get("kept_examples")
-        rows.append(
-            [entry["iteration"], "-" if kept is None else str(kept), *(round(values[name], 3) for name in HEADLINE_LABELS)]
-        )
-    return pd.DataFrame(rows, columns=["iteration", "kept", *HEADLINE_LABELS.values()])
+        rows.append([
+            entry["iteration"], "-" if kept is None else str(kept),
+            *(round(values.get(name, float("nan")), 3) for name in labels),
+        ])
+    return pd.DataFrame(rows, columns=["iteration", "kept", *labels.values()])
 
 
 def metrics_html(iterations: Sequence[Mapping[str, Any]]) -> str:
@@ -162,7 +188,7 @@ def metrics_html(iterations: Sequence[Mapping[str, Any]]) -> str:
         notes.append({
             label: f"[{intervals[name][0]:+.2f}, {intervals[name][1]:+.2f}]" if name == "delta"
             else f"[{intervals[name][0]:.2f}, {intervals[name][1]:.2f}]"
-            for name, label in HEADLINE_LABELS.items() if name in intervals
+            for name, label in _table_labels(iterations).items() if name in intervals
         })
     caption = "Per iteration, on the test set" + (" (95% intervals under each value)" if any(notes) else "")
     return html_table(table, notes=notes, caption=caption)

@@ -52,9 +52,10 @@ class TrainingReport:
     train_loss: float
     supervised_tokens: int
     seconds: float
-    loss_curve: list[tuple[int, float]]
-    """(optimizer step, mean loss since the previous entry), as Trainer logs it: about ten times per
-    fine-tuning (every max(1, steps // 10) steps), so runs can be compared step by step."""
+    loss_curve: list[list[float]]
+    """[optimizer step, mean loss since the previous entry], as Trainer logs it: about ten times per
+    fine-tuning (every max(1, steps // 10) steps), so runs can be compared step by step. Lists, not tuples,
+    so that the report equals what training.json and run.json read back."""
 
 
 def build_training_dataset(
@@ -298,6 +299,6 @@ def train_adapter(
         supervised_tokens=supervised,
         seconds=float(output.metrics.get("train_runtime", 0.0)),
         loss_curve=[
-            (int(entry["step"]), float(entry["loss"])) for entry in trainer.state.log_history if "loss" in entry
+            [int(entry["step"]), float(entry["loss"])] for entry in trainer.state.log_history if "loss" in entry
         ],
     )

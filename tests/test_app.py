@@ -867,7 +867,7 @@ def test_two_compare_clicks_in_a_row_both_run_in_turn_and_each_answer_stays_unde
     page.click("#ask")  # while the first answer is still streaming
     page.wait_for_function(
         f"document.querySelector('#answer-label').innerText.endsWith({second!r}) && "
-        "document.querySelector('#summary').innerText.includes('→')", timeout=120_000)
+        "document.querySelector('#summary').innerText.includes('The self-correction')", timeout=120_000)
     asked = [conversation[0]["content"].rsplit("Question: ", 1)[1] for conversation in slow_engine.asked]
     assert asked == [first, first, second, second]  # both clicks ran, the second after the first
     assert page.input_value("#initial-answer textarea") == second_answer
@@ -930,14 +930,14 @@ def test_switching_iteration_while_generating_keeps_the_answer_under_the_iterati
     page.get_by_role("option", name="1 · iteration 1").click()
     page.wait_for_function("document.querySelector('#run-info').innerText.includes('of iteration 1')",
                            timeout=60_000)
-    page.wait_for_function("document.querySelector('#summary').innerText.includes('→')", timeout=120_000)
+    page.wait_for_function("document.querySelector('#summary').innerText.includes('The self-correction')", timeout=120_000)
     assert page.inner_text("#answer-label") == f"Answers of iteration 2 to: {question}"
     assert page.input_value("#initial-answer textarea") == expected[2].initial
     assert page.input_value("#correction textarea") == expected[2].correction
     page.click("#ask")
     page.wait_for_function(
         "document.querySelector('#answer-label').innerText.startsWith('Answers of iteration 1') && "
-        "document.querySelector('#summary').innerText.includes('→')", timeout=120_000)
+        "document.querySelector('#summary').innerText.includes('The self-correction')", timeout=120_000)
     assert page.input_value("#initial-answer textarea") == expected[1].initial
     labels = {f"iteration {number} to": answers.initial for number, answers in expected.items()}
     assert_answers_under_their_own_labels(page.evaluate("window.seen"), labels)

@@ -475,7 +475,8 @@ def test_own_answer_fixes_train_wrong_answers_towards_the_models_own_right_ones(
 
 @pytest.mark.slow
 def test_star_trains_on_right_initial_answers_without_a_correction_turn(tmp_path, tiny_model_dir, city_questions):
-    config = make_config(tmp_path, tiny_model_dir, city_questions, iterations=1, method="star", variant="EIF")
+    config = make_config(tmp_path, tiny_model_dir, city_questions, iterations=1, method="star", variant="EIF",
+                         own_answer_fixes=False)
     run, recorder = start(config)
     manifest = run.run()
     entry = manifest["iterations"][1]

@@ -225,7 +225,8 @@ def GPU(task=None, **options):
         return result
     return plain
 """
-GENERATING = {"compare", "compare_iterations", "chat", "correct_last", "compare_view", "compare_iterations_view",
+GENERATING = {"compare", "compare_iterations", "chat", "correct_last", "compare_view", "compare_rounds",
+              "compare_iterations_view",
               "chat_turn", "correct_turn"}
 
 

@@ -19,7 +19,6 @@ also needs pandas and pyarrow (a run's files); without them it is reported as sk
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.metadata
 import importlib.util
@@ -44,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from peft import LoraConfig  # noqa: E402
 
-from stasc.config import StascConfig  # noqa: E402
+from stasc.config import StascConfig, SuggestingParser  # noqa: E402
 from stasc.core.prompts import initial_messages, training_messages  # noqa: E402
 from stasc.modeling.policy import Policy  # noqa: E402
 from stasc.run.memory import peak_rss_mb, reset_peak_rss  # noqa: E402
@@ -307,7 +306,7 @@ def run_step(report: dict[str, Any], key: str, step: Callable[[], dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = SuggestingParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                         help="cuda: the check itself; cpu: the same steps, small (to test this script)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "gpu_check.json", help="JSON report to write")

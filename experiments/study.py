@@ -36,10 +36,11 @@ DEFAULT_BUDGET = ["--max-train-questions", "128", "--n-init", "4", "--n-corr", "
 CONFIGURATIONS: dict[str, tuple[str, list[str]]] = {
     # name: (what it is, flags on top of VALIDATION)
     "enf": ("the paper's ENF (non-decreasing filter: wrong->right and right->right)",
-            [*BUDGET, "--variant", "ENF", "--iterations", "2"]),
-    "balanced": ("balanced filter, one right->right pair per fix", [*BUDGET, "--variant", "EBF", "--iterations", "3"]),
+            [*BUDGET, "--variant", "ENF", "--no-own-answer-fixes", "--iterations", "2"]),
+    "balanced": ("balanced filter, one right->right pair per fix",
+                 [*BUDGET, "--variant", "EBF", "--no-own-answer-fixes", "--iterations", "3"]),
     "rationalize": ("balanced + hinted rationalizations",
-                    [*BUDGET, "--variant", "EBF", "--rationalize", "--iterations", "2"]),
+                    [*BUDGET, "--variant", "EBF", "--rationalize", "--no-own-answer-fixes", "--iterations", "2"]),
     "own-answer-fixes": ("balanced + own-answer fixes, evolving initialization and fine-tuning",
                          [*BUDGET, "--variant", "EBE", "--own-answer-fixes", "--iterations", "3"]),
     "fixed-init": ("balanced + own-answer fixes, initial answers fixed to the base model's (FBE)",

@@ -410,7 +410,7 @@ def real_vllm_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealVllm
         backend="vllm", dataset=str(train), test_dataset=str(test), output_dir=str(directory / "run"),
         iterations=2, n_init=2, n_corr=1, max_new_tokens=MAX_NEW_TOKENS, temperature=0.8, eval_temperature=0.0,
         learning_rate=2e-3, min_train_steps=4, train_batch_size=4, gradient_accumulation_steps=1,
-        gpu_memory_utilization=0.1, variant="ENF", log_level="warning",
+        gpu_memory_utilization=0.1, variant="ENF", own_answer_fixes=False, log_level="warning",
     )
     sleeping: list[bool] = []
     with pytest.MonkeyPatch.context() as patch:

@@ -704,6 +704,14 @@ def test_math_task_runs_on_a_gsm8k_file_and_scores_by_the_math_reward(tmp_path, 
     assert not any("####" in prompt or "<<" in prompt for prompt in run.sampler.prompts), "no worked solution"
 
 
+def test_a_run_from_before_own_answer_fixes_resumes_only_without_them(tmp_path) -> None:
+    saved = StascConfig(own_answer_fixes=False).to_dict()
+    del saved["own_answer_fixes"]  # run.json of a run made before the setting existed, when no run had them
+    check_resumable(saved, StascConfig(own_answer_fixes=False), tmp_path)
+    with pytest.raises(StascError, match="own_answer_fixes was False, now True"):
+        check_resumable(saved, StascConfig(), tmp_path)
+
+
 def test_a_run_from_before_tasks_resumes_as_qa(tmp_path) -> None:
     saved = StascConfig().to_dict()
     del saved["task"]  # run.json of a run made before the task setting existed

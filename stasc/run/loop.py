@@ -770,10 +770,15 @@ def lora_config(config: StascConfig) -> LoraConfig:
     )
 
 
+BEFORE_THE_SETTING = {"own_answer_fixes": False}
+
+
 def check_resumable(saved: dict[str, Any], config: StascConfig, run_dir: Path) -> None:
     """Refuse to continue a run with settings that would change its results."""
     current = config.to_dict()
-    defaults = StascConfig().to_dict()  # a setting newer than the run has the value the run was made with
+    # A setting newer than the run has the value the run was made with: its default, or what the run did
+    # before the setting existed where the default has changed since.
+    defaults = {**StascConfig().to_dict(), **BEFORE_THE_SETTING}
     changed = [
         f"{name} was {saved.get(name, defaults[name])!r}, now {value!r}"
         for name, value in current.items()

@@ -50,6 +50,9 @@ CONFIGURATIONS: dict[str, tuple[str, list[str]]] = {
     "fixed-init-small-greedy": ("the same, 3 iterations, evaluated greedily (--eval-temperature 0)",
                                 [*DEFAULT_BUDGET, "--variant", "FBE", "--own-answer-fixes", "--iterations", "3",
                                  "--eval-temperature", "0"]),
+    "fixed-init-64-greedy": ("the same at 64 training questions (a run that would fit 10 minutes)",
+                             ["--max-train-questions", "64", "--n-init", "4", "--n-corr", "1", "--variant", "FBE",
+                              "--own-answer-fixes", "--iterations", "3", "--eval-temperature", "0"]),
 }
 TEST_CONFIGURATIONS: dict[str, list[str]] = {
     "default": [],

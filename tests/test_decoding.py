@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -215,6 +217,33 @@ def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(free_m
     for full, short in zip(together, stopped):
         expected = full[: full.index(first)] if first in full else full
         assert short == expected
+
+
+def test_decoding_lets_the_prompts_cache_go_once_the_steps_have_grown_their_own(free_model, monkeypatch) -> None:
+    """A decode batch's peak memory is one key/value cache: the prompts' cache, which every step replaces by a
+    column longer copy, must not stay alive beside it (it did, and doubled the sampler's peak)."""
+    model, tokenizer = free_model
+    prefilled: list[weakref.ref] = []
+    alive_during_steps: list[int] = []
+    real_prefill, real_step = decoding.prefill, decoding.LlamaSteps.step
+
+    def prefill(*args, **kwargs):
+        rows = real_prefill(*args, **kwargs)
+        prefilled.extend(weakref.ref(tensor) for tensor in rows.keys + rows.values)
+        return rows
+
+    def step(self, *args, **kwargs):
+        gc.collect()
+        alive_during_steps.append(sum(reference() is not None for reference in prefilled))
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(decoding, "prefill", prefill)
+    monkeypatch.setattr(decoding.LlamaSteps, "step", step)
+    decode(model, prompts_of(tokenizer, QUESTIONS), 1, DecodeSettings(8, 0.0, 1.0), pad_token_id=2, stop_ids=[],
+           seed=0)
+    assert len(alive_during_steps) == 7 and prefilled
+    assert alive_during_steps[0] == len(prefilled)  # the first step reads the prompts' cache
+    assert alive_during_steps[1:] == [0] * 6
 
 
 @pytest.mark.slow

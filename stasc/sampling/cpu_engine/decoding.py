@@ -230,7 +230,9 @@ def decode(
         rows = prefill(weights, [prompt[shared:] for prompt in prompts], shared, prefix)
         rows = rows if row_prompts is None else rows.selected(row_prompts)
         steps = LlamaSteps(weights, rows, shared, prefix, settings.max_new_tokens)
-        return _sample_rows(steps, rows.logits, groups, settings, generator, stop_ids, suppress_ids, on_step)
+        logits = rows.logits
+        del rows  # the steps own the cache now: the prompts' copy of it would stay alive beside the growing one
+        return _sample_rows(steps, logits, groups, settings, generator, stop_ids, suppress_ids, on_step)
     input_ids, attention = left_padded([prompt[shared:] for prompt in prompts], pad_token_id, device)
     positions = shared + (attention.cumsum(-1) - 1).clamp_min(0)
     cache = DynamicCache(config=model.config)

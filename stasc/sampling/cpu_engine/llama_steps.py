@@ -161,10 +161,13 @@ def prefill(
             for tensor in tensors
         ])
 
+    # layer by layer, each group's tensors of a layer let go once merged: the cache is never held twice
+    keys, values = [], []
+    for _ in weights.layers:
+        keys.append(merged([group.keys.pop(0) for group in groups], 2))
+        values.append(merged([group.values.pop(0) for group in groups], 2))
     return PrefilledRows(
-        [merged([group.keys[index] for group in groups], 2) for index in range(len(weights.layers))],
-        [merged([group.values[index] for group in groups], 2) for index in range(len(weights.layers))],
-        merged([group.attention for group in groups], 1), torch.cat([group.logits for group in groups]),
+        keys, values, merged([group.attention for group in groups], 1), torch.cat([group.logits for group in groups]),
     )
 
 

@@ -53,6 +53,10 @@ CONFIGURATIONS: dict[str, tuple[str, list[str]]] = {
     "fixed-init-64-greedy": ("the same at 64 training questions (a run that would fit 10 minutes)",
                              ["--max-train-questions", "64", "--n-init", "4", "--n-corr", "1", "--variant", "FBE",
                               "--own-answer-fixes", "--iterations", "3", "--eval-temperature", "0"]),
+    "fixed-init-128x2-greedy": ("the same at 128 questions x 2 initial answers (half the sampling of a default run)",
+                                ["--max-train-questions", "128", "--n-init", "2", "--n-corr", "1", "--variant", "FBE",
+                                 "--own-answer-fixes", "--iterations", "3", "--eval-temperature", "0",
+                                 "--eval-samples", "1", "--threads", "2"]),
 }
 TEST_CONFIGURATIONS: dict[str, list[str]] = {
     "default": [],

@@ -221,7 +221,7 @@ def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(free_m
 
 def test_decoding_lets_the_prompts_cache_go_once_the_steps_have_grown_their_own(free_model, monkeypatch) -> None:
     """A decode batch's peak memory is one key/value cache: the prompts' cache, which every step replaces by a
-    column longer copy, must not stay alive beside it (it did, and doubled the sampler's peak)."""
+    column longer copy, must not stay alive beside it."""
     model, tokenizer = free_model
     prefilled: list[weakref.ref] = []
     alive_during_steps: list[int] = []

@@ -129,6 +129,16 @@ def test_bad_ids_and_a_used_folder_are_refused(tiny_run: Path, tmp_path: Path) -
         space.assemble(space.plan(manifest, "me/run", "me/demo"), tmp_path / "used")
 
 
+def test_a_space_is_not_assembled_from_an_incomplete_installation(tiny_run: Path, tmp_path: Path, monkeypatch) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / space.TEMPLATE_FILES[0]).write_text("x")
+    monkeypatch.setattr(space, "TEMPLATES", templates)
+    with pytest.raises(StascError, match=f"The files {', '.join(space.TEMPLATE_FILES[1:])} are missing from "):
+        space.assemble(space.plan(read_manifest(tiny_run), "me/run", "me/demo"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_deploy_creates_the_space_and_uploads_the_folder(tiny_run: Path) -> None:
     api = mock_api(tiny_run / "run.json")
     uploaded: list[str] = []

@@ -19,7 +19,6 @@ from typing import Any
 
 from stasc import __version__
 from stasc.config import check_repo_id
-from stasc.errors import StascError
 from stasc.metric import MODULE_DIR, MODULE_NAME
 
 logger = logging.getLogger(__name__)
@@ -32,15 +31,11 @@ SPACE_FILES = (f"{MODULE_NAME}.py", "README.md", "app.py", "requirements.txt")
 
 def assemble_metric_space(out_dir: Path) -> Path:
     """Write the metric Space folder: the shipped module folder plus the stasc modules it imports."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise StascError(f"{out_dir} is not empty. Pass a new directory (or delete that one).")
-    missing = [name for name in SPACE_FILES if not (MODULE_DIR / name).is_file()]
-    if missing:
-        raise StascError(
-            f"The metric module's files ({', '.join(missing)}) are missing from {MODULE_DIR}: this stasc "
-            "installation is incomplete. Reinstall stasc."
-        )
+    from stasc.hub.space import start_folder
+
+    out_dir = start_folder(
+        out_dir, "directory", MODULE_DIR, SPACE_FILES, ": this stasc installation is incomplete. Reinstall stasc."
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in SPACE_FILES:
         shutil.copyfile(MODULE_DIR / name, out_dir / name)

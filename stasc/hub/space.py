@@ -125,17 +125,24 @@ def fetch_manifest(api: Any, run_repo: str, revision: str | None = None) -> dict
     return manifest
 
 
-def assemble(space: SpacePlan, out_dir: Path) -> Path:
-    """Write the Space folder: filled-in templates and a copy of the stasc package."""
+def start_folder(out_dir: Path | str, new: str, sources: Path, names: tuple[str, ...], missing_fix: str) -> Path:
+    """out_dir, checked before anything is written to it: refused when it holds files (`new` names what to pass
+    instead), and when any of the files to copy from `sources` is missing (`missing_fix` says what to do)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
-        raise StascError(f"{out_dir} is not empty. Pass a new --out directory (or delete that one).")
-    missing = [name for name in TEMPLATE_FILES if not (TEMPLATES / name).is_file()]
+        raise StascError(f"{out_dir} is not empty. Pass a new {new} (or delete that one).")
+    missing = [name for name in names if not (sources / name).is_file()]
     if missing:
-        raise StascError(
-            f"The Space templates ({', '.join(missing)}) are missing from {TEMPLATES}. Run this from a stasc "
-            "checkout, where spaces/ sits beside the stasc package."
-        )
+        raise StascError(f"The files {', '.join(missing)} are missing from {sources}{missing_fix}")
+    return out_dir
+
+
+def assemble(space: SpacePlan, out_dir: Path) -> Path:
+    """Write the Space folder: filled-in templates and a copy of the stasc package."""
+    out_dir = start_folder(
+        out_dir, "--out directory", TEMPLATES, TEMPLATE_FILES,
+        ". Run this from a stasc checkout, where spaces/ sits beside the stasc package.",
+    )
     hub_id = space.base_model_hub_id
     models = [model for model in (hub_id, space.run_repo) if model]
     values = {

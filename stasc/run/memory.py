@@ -5,12 +5,12 @@ own peak; elsewhere the process's peak so far (getrusage) is reported.
 
 glibc's malloc keeps memory a program frees for its next allocations instead of returning it to the
 system. Sampling and fine-tuning free hundreds of MB of tensors of ever-changing sizes (a KV cache one
-column wider at every decode step), and without help the process grew by about 200 MB with every
-sampling call: the default run peaked at 6.2 GB. Two settings stop that (bench/results.md, Memory):
-allocations of 1 MB and more get pages of their own, returned to the system when freed (glibc would
+column wider at every decode step), so the process would keep growing from call to call. Two settings stop
+that: allocations of 1 MB and more get pages of their own, returned to the system when freed (glibc would
 otherwise raise that threshold to 32 MB as soon as a large block is freed), and after each sampling call
-and each fine-tuning the memory freed inside the heaps is returned too (`malloc_trim`). Both are no-ops
-where the C library is not glibc.
+and each fine-tuning the memory freed inside the heaps is returned too (`malloc_trim`). The first costs
+time, pages mapped and zeroed again at every decode step: `bench/memory.py --loop` measures the trade
+(MALLOC_MMAP_THRESHOLD_ in the environment overrides it). Both are no-ops where the C library is not glibc.
 """
 
 from __future__ import annotations
